@@ -1,0 +1,40 @@
+"""rnafm_sklearn: RNA-FM embeddings as a scikit-learn transformer.
+
+Public API (everything else is private)::
+
+    from rnafm_sklearn import (
+        RnaFmEmbedder,                                   # the scikit-learn transformer
+        load_model, save_model, convert_checkpoint,      # checkpoints
+        RnaFmConfig, RnaFmEncoder,                       # the PyTorch model
+        get_alphabet, normalize_sequences, Alphabet,     # tokens and input checks
+        cache_dir, pretrained_path, PRETRAINED,          # pretrained weights
+        read_fasta,                                      # FASTA (plain or gzip) to a Series
+        CheckpointError, WeightsUnavailableError,
+    )
+"""
+
+from ._alphabet import Alphabet, get_alphabet, normalize_sequences
+from ._checkpoint import convert_checkpoint, load_model, save_model
+from ._encoder import RnaFmConfig, RnaFmEncoder
+from ._errors import CheckpointError, WeightsUnavailableError
+from ._hub import PRETRAINED, cache_dir, pretrained_path
+from ._io import read_fasta
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRETRAINED",
+    "Alphabet",
+    "CheckpointError",
+    "RnaFmConfig",
+    "RnaFmEncoder",
+    "WeightsUnavailableError",
+    "cache_dir",
+    "convert_checkpoint",
+    "get_alphabet",
+    "load_model",
+    "normalize_sequences",
+    "pretrained_path",
+    "read_fasta",
+    "save_model",
+]

@@ -1,0 +1,238 @@
+"""Token vocabularies of the RNA-FM family and sequence normalisation.
+
+Pure Python: this module knows nothing of torch or scikit-learn.
+
+The order of tokens reproduces ``fm.Alphabet.from_architecture("roberta_large", theme)``
+of the official implementation exactly: four specials, the standard tokens, ``<null_i>``
+padding to a multiple of 8, then ``<mask>``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from numbers import Integral
+
+__all__ = ["Alphabet", "get_alphabet", "normalize_sequences"]
+
+_SPECIALS_BEFORE = ("<cls>", "<pad>", "<eos>", "<unk>")
+_SPECIALS_AFTER = ("<mask>",)
+
+# Single-nucleotide vocabulary of RNA-FM: the four bases, the IUPAC ambiguity codes and a gap.
+_RNA_TOKENS = tuple("ACGURYKMSWBDHVN-")
+
+# The 64 codons of mRNA-FM in the order of the official ``rnaseq_3mer_toks``.
+_CODON_TOKENS = (
+    "GAG AAG GAA CUG CAG GAU AAA GUG GAC AUG GCC AAC GCU AAU AUC UUC "
+    "GGA AUU GGC UUU CCA AGC GCA UCU CUC ACC CAA CCU UCC ACA UUG GUU "
+    "CUU UAC ACU CCC UCA GUC GGU CAC AGU UAU AGA CAU GGG UGG UGC AGG "
+    "UGU AUA CGC UUA GCG CGG CCG GUA CUA ACG UCG CGA CGU UGA UAA UAG"
+).split()
+
+# Normalisation applied to every sequence after stripping and upper-casing:
+# DNA input is read as RNA, and the alignment gap characters '.' and '~' become '-'.
+_RENAME = str.maketrans({"T": "U", ".": "-", "~": "-"})
+_MAX_REPORTED = 5
+
+
+def _padded_vocabulary(standard: Sequence[str]) -> tuple[str, ...]:
+    tokens = list(_SPECIALS_BEFORE) + list(standard)
+    tokens += [f"<null_{i + 1}>" for i in range((8 - len(tokens) % 8) % 8)]
+    return tuple(tokens) + _SPECIALS_AFTER
+
+
+@dataclass(frozen=True)
+class Alphabet:
+    """Vocabulary of one RNA-FM model.
+
+    Parameters
+    ----------
+    name : str
+        ``"rna"`` (single nucleotides, RNA-FM) or ``"codon"`` (mRNA-FM).
+    standard_tokens : tuple of str
+        The sequence tokens, in the official order.
+    k : int
+        Nucleotides per token: 1 for RNA-FM, 3 for mRNA-FM codons.
+
+    Examples
+    --------
+    >>> from rnafm_sklearn import get_alphabet
+    >>> rna = get_alphabet("rna")
+    >>> len(rna), rna.tokens[4], rna.padding_idx
+    (25, 'A', 1)
+    >>> rna.encode("ACGU")
+    [0, 4, 5, 6, 7, 2]
+    """
+
+    name: str
+    standard_tokens: tuple[str, ...]
+    k: int = 1
+    tokens: tuple[str, ...] = field(init=False)
+    letters: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tokens", _padded_vocabulary(self.standard_tokens))
+        object.__setattr__(self, "letters", frozenset("".join(self.standard_tokens)))
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def index(self, token: str) -> int:
+        """Id of ``token``; ``KeyError`` if it is not in the vocabulary."""
+        return self._ids[token]
+
+    @property
+    def _ids(self) -> dict[str, int]:
+        ids = self.__dict__.get("_ids_cache")
+        if ids is None:
+            ids = {tok: i for i, tok in enumerate(self.tokens)}
+            object.__setattr__(self, "_ids_cache", ids)
+        return ids
+
+    cls_idx = property(lambda self: self.index("<cls>"))
+    padding_idx = property(lambda self: self.index("<pad>"))
+    eos_idx = property(lambda self: self.index("<eos>"))
+    unk_idx = property(lambda self: self.index("<unk>"))
+    mask_idx = property(lambda self: self.index("<mask>"))
+
+    def n_tokens(self, sequence: str) -> int:
+        """Number of model tokens (without ``<cls>``/``<eos>``) of a normalised sequence."""
+        return len(sequence) // self.k
+
+    def encode(self, sequence: str) -> list[int]:
+        """Token ids of a normalised, validated sequence, with ``<cls>`` and ``<eos>``."""
+        ids = self._ids
+        k = self.k
+        body = [ids[sequence[i : i + k]] for i in range(0, len(sequence), k)]
+        return [self.cls_idx, *body, self.eos_idx]
+
+    def check(self, sequence: str, where: str) -> None:
+        """Raise ``ValueError`` if a normalised ``sequence`` cannot be tokenised exactly."""
+        bad = set(sequence) - self.letters
+        if bad:
+            hits = [(i + 1, c) for i, c in enumerate(sequence) if c in bad]
+            shown = ", ".join(f"{c!r} at {pos}" for pos, c in hits[:_MAX_REPORTED])
+            more = f" (and {len(hits) - _MAX_REPORTED} more)" if len(hits) > _MAX_REPORTED else ""
+            allowed = "".join(sorted(self.letters - {"-"})) + " and '-'"
+            if self.k > 1:
+                allowed = "ACGU"
+            raise ValueError(
+                f"{where} contains characters that {self._model} cannot read: {shown}{more} "
+                f"(1-based positions). Allowed: {allowed}; lowercase is upper-cased, T is read "
+                "as U, '.' and '~' as the gap '-'. Remove or replace these characters "
+                + ("(e.g. with 'N')." if self.k == 1 else "before embedding.")
+            )
+        if self.k > 1 and len(sequence) % self.k:
+            raise ValueError(
+                f"{where} has {len(sequence)} nt, not a multiple of {self.k}: {self._model} "
+                f"reads whole codons. The last {len(sequence) % self.k} nt form a partial codon "
+                "at the end; trim it or check the reading frame."
+            )
+
+    @property
+    def _model(self) -> str:
+        return "RNA-FM" if self.k == 1 else "mRNA-FM"
+
+
+_ALPHABETS = {
+    "rna": Alphabet("rna", _RNA_TOKENS, k=1),
+    "codon": Alphabet("codon", tuple(_CODON_TOKENS), k=3),
+}
+
+
+def get_alphabet(name: str) -> Alphabet:
+    """Return the alphabet ``"rna"`` (RNA-FM) or ``"codon"`` (mRNA-FM).
+
+    Examples
+    --------
+    >>> from rnafm_sklearn import get_alphabet
+    >>> len(get_alphabet("codon"))
+    73
+    """
+    try:
+        return _ALPHABETS[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown alphabet {name!r}; expected one of {sorted(_ALPHABETS)}."
+        ) from None
+
+
+def _row_name(i: int, label: object) -> str:
+    if label is None or (isinstance(label, Integral) and label == i):
+        return f"Sequence at row {i}"
+    return f"Sequence at row {i} (index {label!r})"
+
+
+def _is_missing(value: object) -> bool:
+    if value is None:
+        return True
+    try:
+        return (
+            isinstance(value, float) and math.isnan(value) or str(value) in ("nan", "NaT", "<NA>")
+        )
+    except Exception:  # pragma: no cover - exotic objects with a failing __str__
+        return False
+
+
+def normalize_sequences(
+    sequences: Iterable[object],
+    alphabet: Alphabet | str = "rna",
+    *,
+    index: Sequence[object] | None = None,
+) -> list[str]:
+    """Validate and normalise sequences for an RNA-FM model.
+
+    Each sequence is stripped of surrounding whitespace, upper-cased, ``T`` is read as ``U``,
+    and ``.``/``~`` as the gap ``-``. Nothing is ever dropped, truncated or replaced by
+    ``<unk>``: anything the model cannot read exactly raises an error naming the row.
+
+    Parameters
+    ----------
+    sequences : iterable of str
+        The sequences.
+    alphabet : Alphabet or str, default="rna"
+        The vocabulary to check against.
+    index : sequence, optional
+        Row labels (e.g. a pandas index) quoted in error messages next to the position.
+
+    Returns
+    -------
+    list of str
+        The normalised sequences, in input order.
+
+    Raises
+    ------
+    TypeError
+        A row holds something other than a string.
+    ValueError
+        A row is missing (None/NaN), empty, or has characters outside the alphabet.
+
+    Examples
+    --------
+    >>> from rnafm_sklearn import normalize_sequences
+    >>> normalize_sequences([" acgt ", "GG.A~N"])
+    ['ACGU', 'GG-A-N']
+    """
+    if isinstance(alphabet, str):
+        alphabet = get_alphabet(alphabet)
+    labels = list(index) if index is not None else None
+    out = []
+    for i, seq in enumerate(sequences):
+        where = _row_name(i, labels[i] if labels is not None else None)
+        if not isinstance(seq, str):
+            if _is_missing(seq):
+                raise ValueError(
+                    f"{where} is missing ({seq!r}). Drop or fill missing sequences before "
+                    "embedding; rnafm_sklearn never drops rows silently."
+                )
+            raise TypeError(
+                f"{where} is of type {type(seq).__name__} ({seq!r}); expected a string of "
+                "nucleotides."
+            )
+        norm = seq.strip().upper().translate(_RENAME)
+        if not norm:
+            raise ValueError(f"{where} is empty. RNA-FM needs at least one nucleotide.")
+        alphabet.check(norm, where)
+        out.append(norm)
+    return out

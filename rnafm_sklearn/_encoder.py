@@ -1,0 +1,245 @@
+"""The RNA-FM encoder in plain PyTorch (an ESM-1b-style pre-LayerNorm BERT).
+
+This module knows nothing of scikit-learn, file formats or sequences as strings: it maps a
+``(B, T)`` tensor of token ids to hidden states. The forward pass reproduces the official
+``fm.BioBertModel`` (ESM-1b branch) exactly; see ``RNA-FM-FACTS.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._alphabet import get_alphabet
+
+__all__ = ["RnaFmConfig", "RnaFmEncoder"]
+
+# The official forward rescales token embeddings by this when ``token_dropout`` is set:
+# 15 % of tokens were masked in training and 80 % of those replaced by <mask>.
+_MASK_RATIO_TRAIN = 0.15 * 0.8
+
+
+@dataclass(frozen=True)
+class RnaFmConfig:
+    """Architecture of an RNA-FM encoder.
+
+    The defaults are the released RNA-FM (``rna_fm_t12``); :meth:`mrna_fm` gives mRNA-FM.
+
+    Parameters
+    ----------
+    num_layers : int, default=12
+        Transformer layers.
+    hidden_size : int, default=640
+        Width of the residual stream.
+    num_heads : int, default=20
+        Attention heads; ``hidden_size`` must be divisible by it.
+    ffn_size : int, default=5120
+        Width of the feed-forward layer.
+    max_positions : int, default=1024
+        Most tokens per forward pass, ``<cls>`` and ``<eos>`` included.
+    alphabet : {"rna", "codon"}, default="rna"
+        Token vocabulary (see :func:`rnafm_sklearn.get_alphabet`).
+    emb_layer_norm_before : bool, default=True
+        Whether a LayerNorm follows the embeddings (RNA-FM: yes, mRNA-FM: no).
+    token_dropout : bool, default=False
+        The ESM ``token_dropout`` flag of the checkpoint: zero ``<mask>`` embeddings and
+        rescale the others by ``0.88 / (1 - observed mask ratio)``.
+    layer_norm_eps : float, default=1e-5
+        Epsilon of every LayerNorm (the official value; not 1e-12).
+
+    Examples
+    --------
+    >>> from rnafm_sklearn import RnaFmConfig
+    >>> RnaFmConfig().head_dim
+    32
+    """
+
+    num_layers: int = 12
+    hidden_size: int = 640
+    num_heads: int = 20
+    ffn_size: int = 5120
+    max_positions: int = 1024
+    alphabet: str = "rna"
+    emb_layer_norm_before: bool = True
+    token_dropout: bool = False
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        get_alphabet(self.alphabet)  # raises on an unknown name
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}."
+            )
+
+    @classmethod
+    def mrna_fm(cls) -> RnaFmConfig:
+        """The architecture of the released mRNA-FM (codon tokens, hidden size 1280)."""
+        return cls(hidden_size=1280, alphabet="codon", emb_layer_norm_before=False)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def vocab_size(self) -> int:
+        return len(get_alphabet(self.alphabet))
+
+    @property
+    def padding_idx(self) -> int:
+        return get_alphabet(self.alphabet).padding_idx
+
+    @property
+    def max_sequence_tokens(self) -> int:
+        """Most sequence tokens (nucleotides or codons) per forward pass."""
+        return self.max_positions - 2
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class _SelfAttention(nn.Module):
+    """Multi-head self-attention with a fused q/k/v projection."""
+
+    def __init__(self, cfg: RnaFmConfig):
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.qkv_proj = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
+        self.out_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        B, T, E = x.shape
+        # (B, T, 3E) => (3, B, H, T, D)
+        q, k, v = self.qkv_proj(x).view(B, T, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        # scale = head_dim ** -0.5, as the official code scales q
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+        # (B, H, T, D) => (B, T, E)
+        return self.out_proj(y.transpose(1, 2).reshape(B, T, E))
+
+
+class _Layer(nn.Module):
+    """One pre-LayerNorm transformer block."""
+
+    def __init__(self, cfg: RnaFmConfig):
+        super().__init__()
+        self.self_attn_layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.self_attn = _SelfAttention(cfg)
+        self.final_layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.fc1 = nn.Linear(cfg.hidden_size, cfg.ffn_size)
+        self.fc2 = nn.Linear(cfg.ffn_size, cfg.hidden_size)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.self_attn(self.self_attn_layer_norm(x), keep)
+        return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))  # exact erf GELU
+
+
+class RnaFmEncoder(nn.Module):
+    """RNA-FM encoder: token ids to hidden states.
+
+    Parameters
+    ----------
+    config : RnaFmConfig
+        The architecture. Weights are initialised randomly; load real ones with
+        :func:`rnafm_sklearn.load_model`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from rnafm_sklearn import RnaFmConfig, RnaFmEncoder, get_alphabet
+    >>> enc = RnaFmEncoder(RnaFmConfig(num_layers=2, hidden_size=32, num_heads=4, ffn_size=64))
+    >>> tokens = torch.tensor([get_alphabet("rna").encode("ACGU")])
+    >>> out = enc(tokens, layers=[0, -1])
+    >>> sorted(out), tuple(out[2].shape)
+    ([0, 2], (1, 6, 32))
+    """
+
+    def __init__(self, config: RnaFmConfig):
+        super().__init__()
+        self.config = config
+        E, eps = config.hidden_size, config.layer_norm_eps
+        self.padding_idx = config.padding_idx
+        self.mask_idx = get_alphabet(config.alphabet).mask_idx
+        self.embed_tokens = nn.Embedding(config.vocab_size, E, padding_idx=self.padding_idx)
+        # Learned positions: max_positions + padding_idx + 1 rows (1026 for RNA-FM).
+        self.embed_positions = nn.Embedding(config.max_positions + self.padding_idx + 1, E)
+        self.emb_layer_norm_before = (
+            nn.LayerNorm(E, eps=eps) if config.emb_layer_norm_before else None
+        )
+        self.layers = nn.ModuleList(_Layer(config) for _ in range(config.num_layers))
+        self.emb_layer_norm_after = nn.LayerNorm(E, eps=eps)
+        self.eval()
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_layers
+
+    def normalize_layers(self, layers: int | Iterable[int]) -> list[int]:
+        """Map layer indices (negative allowed) to ``0..num_layers``; error if out of range."""
+        n = self.config.num_layers
+        wanted = [layers] if isinstance(layers, int) else list(layers)
+        out = []
+        for layer in wanted:
+            if not -(n + 1) <= layer <= n:
+                raise ValueError(
+                    f"Layer {layer} does not exist: this model has hidden states 0..{n} "
+                    f"(or -{n + 1}..-1 counted from the end)."
+                )
+            out.append(layer % (n + 1))
+        return out
+
+    def forward(
+        self, tokens: torch.Tensor, layers: int | Iterable[int] = -1
+    ) -> dict[int, torch.Tensor]:
+        """Hidden states of the requested layers.
+
+        Parameters
+        ----------
+        tokens : torch.Tensor of shape (B, T)
+            Token ids, ``<cls>`` first and ``<eos>`` last, right-padded with ``<pad>``.
+        layers : int or iterable of int, default=-1
+            0 is the embedding output, ``num_layers`` (= -1) the last layer *after* the
+            final LayerNorm; layers in between are the raw residual stream.
+
+        Returns
+        -------
+        dict of int to torch.Tensor of shape (B, T, hidden_size)
+            Rows of ``<pad>`` tokens hold meaningless values: mask them when pooling.
+        """
+        wanted = set(self.normalize_layers(layers))
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must have shape (B, T); got {tuple(tokens.shape)}.")
+        if tokens.shape[1] > self.config.max_positions:
+            raise ValueError(
+                f"{tokens.shape[1]} tokens exceed the model's {self.config.max_positions} "
+                f"positions ({self.config.max_sequence_tokens} plus <cls> and <eos>)."
+            )
+        pad = tokens.eq(self.padding_idx)  # (B, T)
+        x = self.embed_tokens(tokens)
+        if self.config.token_dropout:
+            is_mask = tokens.eq(self.mask_idx)
+            x = x.masked_fill(is_mask.unsqueeze(-1), 0.0)
+            observed = is_mask.sum(-1).to(x.dtype) / (~pad).sum(-1).to(x.dtype)
+            x = x * (1 - _MASK_RATIO_TRAIN) / (1 - observed)[:, None, None]
+        # Position = running count of non-pad tokens + padding_idx; pads sit at padding_idx.
+        real = (~pad).to(torch.int32)
+        positions = (torch.cumsum(real, dim=1) * real).long() + self.padding_idx
+        x = x + self.embed_positions(positions)
+        if self.emb_layer_norm_before is not None:
+            x = self.emb_layer_norm_before(x)
+        x = x.masked_fill(pad.unsqueeze(-1), 0.0)
+
+        out = {}
+        if 0 in wanted:
+            out[0] = x
+        keep = (~pad)[:, None, None, :] if pad.any() else None  # (B, 1, 1, T): True = attend
+        last = max(wanted)
+        for i, layer in enumerate(self.layers[:last], start=1):
+            x = layer(x, keep)
+            if i == self.config.num_layers:
+                x = self.emb_layer_norm_after(x)
+            if i in wanted:
+                out[i] = x
+        return out

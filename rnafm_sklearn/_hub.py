@@ -1,0 +1,161 @@
+"""Named pretrained weights: where they live on disk and how they get there.
+
+A named model (``"rna-fm"``) resolves to a file in the cache folder
+(``$RNAFM_SKLEARN_HOME``, else the platform's user cache folder). If it is not there, it is
+downloaded once from the Hugging Face Hub into a temporary folder *inside* the cache folder,
+its size and SHA-256 are checked against the values pinned below, and only then is it moved
+into place (``os.replace``: atomic). No code path returns random weights instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._errors import CheckpointError, WeightsUnavailableError
+
+__all__ = ["PRETRAINED", "WeightsUnavailableError", "cache_dir", "pretrained_path"]
+
+logger = logging.getLogger("rnafm_sklearn")
+
+ENV_HOME = "RNAFM_SKLEARN_HOME"
+ENV_OFFLINE = "RNAFM_SKLEARN_OFFLINE"
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """A released checkpoint on the Hugging Face Hub, pinned by size and SHA-256."""
+
+    name: str
+    repo_id: str
+    filename: str
+    sha256: str
+    size: int
+    description: str
+
+    @property
+    def url(self) -> str:
+        return f"https://huggingface.co/{self.repo_id}/resolve/main/{self.filename}"
+
+
+PRETRAINED = {
+    "rna-fm": Pretrained(
+        name="rna-fm",
+        repo_id="cuhkaih/rnafm",  # the RNA-FM authors' own Hub repository
+        filename="RNA-FM_pretrained.pth",
+        sha256="5b5d7d87b37c291ef42c140ef9edf7aea29f255fa2a4fd435f776c52e93d5e99",
+        size=1194424423,
+        description="RNA-FM (12 layers, 640 hidden, 23M ncRNAs from RNAcentral)",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """Folder holding downloaded weights: ``$RNAFM_SKLEARN_HOME`` or the user cache folder.
+
+    Examples
+    --------
+    >>> import os
+    >>> from rnafm_sklearn import cache_dir
+    >>> os.environ["RNAFM_SKLEARN_HOME"] = "/tmp/rnafm-home"
+    >>> str(cache_dir())
+    '/tmp/rnafm-home'
+    >>> del os.environ["RNAFM_SKLEARN_HOME"]
+    """
+    home = os.environ.get(ENV_HOME)
+    if home:
+        return Path(home).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("rnafm_sklearn"))
+
+
+def _offline() -> bool:
+    truthy = {"1", "true", "yes", "on"}
+    return any(os.environ.get(v, "").lower() in truthy for v in ("HF_HUB_OFFLINE", ENV_OFFLINE))
+
+
+def _hf_download(entry: Pretrained, folder: Path) -> Path:
+    """Fetch ``entry`` from the Hub into ``folder`` (the network step; replaced in tests)."""
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(entry.repo_id, entry.filename, local_dir=folder))
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _unavailable(entry: Pretrained, dest: Path, reason: str) -> WeightsUnavailableError:
+    return WeightsUnavailableError(
+        f"The pretrained {entry.name!r} weights are not in the cache ({dest}) and {reason}. "
+        f"Either run once with internet access, or download {entry.filename} from {entry.url} "
+        f"(SHA-256 {entry.sha256}) and pass its path, e.g. "
+        f"RnaFmEmbedder(model='/path/to/{entry.filename}'), or place it at {dest}. "
+        "A multimolecule/rnafm folder or a folder written by rnafm_sklearn.save_model also "
+        f"works as model=. Set {ENV_HOME} to move the cache."
+    )
+
+
+def pretrained_path(
+    name: str, *, download: Callable[[Pretrained, Path], Path] | None = None
+) -> Path:
+    """Local path of the named pretrained checkpoint, downloading it once if needed.
+
+    Parameters
+    ----------
+    name : str
+        A key of ``PRETRAINED`` (``"rna-fm"``).
+    download : callable, optional
+        ``download(entry, folder) -> path`` fetching the file into ``folder``; defaults to
+        the Hugging Face Hub.
+
+    Raises
+    ------
+    WeightsUnavailableError
+        Offline (no network, ``HF_HUB_OFFLINE=1`` or ``RNAFM_SKLEARN_OFFLINE=1``) and not cached,
+        or the download failed.
+    rnafm_sklearn.CheckpointError
+        The downloaded file does not have the pinned size or SHA-256 (it is discarded).
+    """
+    if name not in PRETRAINED:
+        raise ValueError(f"Unknown pretrained model {name!r}; known: {sorted(PRETRAINED)}.")
+    entry = PRETRAINED[name]
+    dest = cache_dir() / entry.name / entry.filename
+    if dest.exists():
+        if dest.stat().st_size == entry.size:
+            return dest
+        logger.warning("Cached %s has the wrong size; downloading it again.", dest)
+    if _offline():
+        raise _unavailable(entry, dest, "offline mode is on (HF_HUB_OFFLINE/RNAFM_SKLEARN_OFFLINE)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".download-"))
+    try:
+        logger.info("Downloading %s (%.0f MB) from %s", entry.filename, entry.size / 1e6, entry.url)
+        try:
+            fetched = (download or _hf_download)(entry, tmp)
+        except Exception as exc:  # network, HTTP, disk: all end in the same advice
+            raise _unavailable(entry, dest, f"the download failed ({exc})") from exc
+        size = fetched.stat().st_size
+        digest = sha256_file(fetched) if size == entry.size else "(not computed)"
+        if size != entry.size or digest != entry.sha256:
+            raise CheckpointError(
+                f"Downloaded {entry.filename} from {entry.url} failed the integrity check: "
+                f"expected {entry.size} bytes with SHA-256 {entry.sha256}, got {size} bytes with "
+                f"SHA-256 {digest}. The file was discarded; try again later."
+            )
+        os.replace(fetched, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest

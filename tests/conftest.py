@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny checkpoints, real sequences, a clean environment."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+DATA = ROOT / "data"
+TINY_PTH = FIXTURES / "RNA-FM_tiny.pth"
+TINY_HF = FIXTURES / "multimolecule-rnafm-tiny"
+
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("RNAFM_SKLEARN_NETWORK_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="needs internet; set RNAFM_SKLEARN_NETWORK_TESTS=1")
+    for item in items:
+        if "network" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch, tmp_path):
+    """No test sees the user's cache, offline flags or thread settings."""
+    for var in list(os.environ):
+        if var.startswith("RNAFM_SKLEARN_") and var != "RNAFM_SKLEARN_NETWORK_TESTS":
+            monkeypatch.delenv(var)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("RNAFM_SKLEARN_HOME", str(tmp_path / "home"))
+
+
+def rfam() -> pd.DataFrame:
+    """The three Rfam families of the official tutorial: id, sequence, family."""
+    from rnafm_sklearn import read_fasta
+
+    frames = []
+    for fam in ("RF00001", "RF00005", "RF00010"):
+        s = read_fasta(DATA / "rnafm-rfam3" / f"{fam}.fasta")
+        frames.append(pd.DataFrame({"sequence": s, "family": fam}))
+    return pd.concat(frames)
+
+
+def mixed_real_sequences(n: int = 24) -> list[str]:
+    """``n`` real sequences of mixed length (62..520 nt, some with IUPAC codes)."""
+    df = rfam()
+    iupac = df[df.sequence.str.contains("[^ACGU]", regex=True)].sequence.tolist()[:4]
+    per_family = [g.sequence.tolist()[: (n - len(iupac)) // 3 + 1] for _, g in df.groupby("family")]
+    seqs = iupac + [s for group in per_family for s in group]
+    return seqs[:n]
+
+
+@pytest.fixture(scope="session")
+def real_sequences() -> list[str]:
+    return mixed_real_sequences()

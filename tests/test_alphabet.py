@@ -1,0 +1,130 @@
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import fm
+import numpy as np
+import pandas as pd
+import pytest
+
+from rnafm_sklearn import get_alphabet, normalize_sequences
+
+# RNA-FM-FACTS.md, "Alphabet": the ids every checkpoint was trained with.
+EXPECTED_RNA = [
+    "<cls>", "<pad>", "<eos>", "<unk>", "A", "C", "G", "U", "R", "Y", "K", "M", "S", "W",
+    "B", "D", "H", "V", "N", "-", "<null_1>", "<null_2>", "<null_3>", "<null_4>", "<mask>",
+]  # fmt: skip
+
+
+def test_rna_ids_are_pinned():
+    rna = get_alphabet("rna")
+    assert list(rna.tokens) == EXPECTED_RNA
+    assert (rna.cls_idx, rna.padding_idx, rna.eos_idx, rna.unk_idx, rna.mask_idx) == (
+        0,
+        1,
+        2,
+        3,
+        24,
+    )
+
+
+@pytest.mark.parametrize(("name", "theme"), [("rna", "rna"), ("codon", "rna-3mer")])
+def test_ids_match_official_alphabet(name, theme):
+    ours = get_alphabet(name)
+    official = fm.Alphabet.from_architecture("roberta_large", theme=theme)
+    assert list(ours.tokens) == official.all_toks
+    assert ours.mask_idx == official.mask_idx and ours.padding_idx == official.padding_idx
+
+
+def test_codon_alphabet_has_73_tokens():
+    codon = get_alphabet("codon")
+    assert len(codon) == 73 and codon.tokens[4] == "GAG" and codon.tokens[-1] == "<mask>"
+    assert codon.encode("AUGUAA") == [0, codon.index("AUG"), codon.index("UAA"), 2]
+
+
+def test_encode_matches_official_batch_converter(real_sequences):
+    rna = get_alphabet("rna")
+    official = fm.Alphabet.from_architecture("roberta_large", theme="rna")
+    convert = official.get_batch_converter()
+    for seq in real_sequences:
+        _, _, tokens = convert([("x", seq)])
+        assert rna.encode(seq) == tokens[0].tolist()
+
+
+def test_normalisation():
+    out = normalize_sequences(["  acgt\n", "GG.A~N", "ryKMswbdhvn-", "u"])
+    assert out == ["ACGU", "GG-A-N", "RYKMSWBDHVN-", "U"]
+
+
+def test_alphabet_module_does_not_import_torch():
+    # The package __init__ imports torch, so load the module file on its own.
+    path = Path(__file__).parents[1] / "rnafm_sklearn" / "_alphabet.py"
+    code = (
+        "import importlib.util, sys; "
+        f"spec = importlib.util.spec_from_file_location('alpha', {str(path)!r}); "
+        "m = importlib.util.module_from_spec(spec); sys.modules['alpha'] = m; "
+        "spec.loader.exec_module(m); print(m.get_alphabet('rna').tokens[4], 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "A False"
+
+
+def test_invalid_characters_name_row_chars_and_positions():
+    msg = "Sequence at row 1 contains characters that RNA-FM cannot read: 'X' at 3, 'Z' at 5"
+    with pytest.raises(ValueError, match=re.escape(msg)) as err:
+        normalize_sequences(["ACGU", "acxgz"])
+    assert "(1-based positions)" in str(err.value) and "'N'" in str(err.value)
+
+
+def test_invalid_characters_are_capped_at_five():
+    with pytest.raises(ValueError, match=re.escape("'X' at 5 (and 2 more)")):
+        normalize_sequences(["XXXXXXX"])
+
+
+def test_inner_whitespace_is_not_stripped():
+    with pytest.raises(ValueError, match=re.escape("' ' at 3")):
+        normalize_sequences(["AC GU"])
+
+
+def test_index_labels_appear_in_messages():
+    s = pd.Series(["ACGU", "AC!"], index=["seqA", "seqB"])
+    with pytest.raises(ValueError, match=re.escape("Sequence at row 1 (index 'seqB')")):
+        normalize_sequences(s, index=s.index)
+
+
+@pytest.mark.parametrize("missing", [None, float("nan"), np.nan, pd.NA])
+def test_missing_values(missing):
+    with pytest.raises(ValueError, match=re.escape("Sequence at row 2 is missing")):
+        normalize_sequences(["A", "C", missing])
+
+
+@pytest.mark.parametrize("value", [3, 2.5, b"ACGU", ["A"]])
+def test_non_strings(value):
+    with pytest.raises(TypeError, match=r"Sequence at row 0 is of type \w+ .*expected a string"):
+        normalize_sequences([value])
+
+
+@pytest.mark.parametrize("empty", ["", "   ", "\n"])
+def test_empty(empty):
+    with pytest.raises(ValueError, match=re.escape("Sequence at row 0 is empty")):
+        normalize_sequences([empty])
+
+
+def test_codon_errors():
+    with pytest.raises(ValueError, match=r"row 0 has 7 nt, not a multiple of 3.*last 1 nt"):
+        normalize_sequences(["AUGAAAU"], "codon")
+    with pytest.raises(ValueError, match=re.escape("mRNA-FM cannot read: 'N' at 4")):
+        normalize_sequences(["AUGNAA"], "codon")
+
+
+def test_unknown_alphabet():
+    with pytest.raises(ValueError, match="Unknown alphabet 'dna'"):
+        get_alphabet("dna")
+
+
+def test_nan_float_is_not_confused_with_string_nan():
+    # the letters N, A, N are valid IUPAC codes: the *string* "nan" is a sequence
+    assert normalize_sequences(["nan"]) == ["NAN"]
+    assert math.isnan(float("nan"))

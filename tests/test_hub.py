@@ -1,0 +1,120 @@
+"""Pretrained weights: cache folder, offline behaviour, integrity check, atomic move."""
+
+import hashlib
+import re
+from dataclasses import replace
+
+import pytest
+
+from rnafm_sklearn import (
+    PRETRAINED,
+    CheckpointError,
+    WeightsUnavailableError,
+    cache_dir,
+    load_model,
+    pretrained_path,
+)
+
+PAYLOAD = b"pretend these are RNA-FM weights"
+
+
+@pytest.fixture
+def fake_entry(monkeypatch):
+    """Pin 'rna-fm' to a small payload so the download logic runs without a network."""
+    entry = replace(
+        PRETRAINED["rna-fm"], sha256=hashlib.sha256(PAYLOAD).hexdigest(), size=len(PAYLOAD)
+    )
+    monkeypatch.setitem(PRETRAINED, "rna-fm", entry)
+    return entry
+
+
+def _writer(payload, calls):
+    def download(entry, folder):
+        calls.append(folder)
+        path = folder / entry.filename
+        path.write_bytes(payload)
+        return path
+
+    return download
+
+
+def test_cache_dir_env_override(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNAFM_SKLEARN_HOME", str(tmp_path / "x"))
+    assert cache_dir() == tmp_path / "x"
+    monkeypatch.delenv("RNAFM_SKLEARN_HOME")
+    assert "rnafm_sklearn" in str(cache_dir())
+
+
+def test_download_verifies_and_moves_atomically(fake_entry):
+    calls = []
+    path = pretrained_path("rna-fm", download=_writer(PAYLOAD, calls))
+    assert path == cache_dir() / "rna-fm" / "RNA-FM_pretrained.pth"
+    assert path.read_bytes() == PAYLOAD
+    # the temporary folder was inside the cache folder (same file system) and is gone
+    assert calls[0].parent == path.parent and not calls[0].exists()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["RNA-FM_pretrained.pth"]
+    # second call: served from the cache, no download
+    assert pretrained_path("rna-fm", download=_writer(PAYLOAD, calls)) == path
+    assert len(calls) == 1
+
+
+def test_hash_mismatch_discards_the_file(fake_entry):
+    corrupted = PAYLOAD[:-1] + b"?"
+    with pytest.raises(
+        CheckpointError,
+        match=r"failed the integrity check: expected 32 bytes with SHA-256 [0-9a-f]{64}, got 32 bytes with SHA-256 [0-9a-f]{64}",
+    ):
+        pretrained_path("rna-fm", download=_writer(corrupted, []))
+    folder = cache_dir() / "rna-fm"
+    assert list(folder.iterdir()) == []
+
+
+def test_size_mismatch(fake_entry):
+    with pytest.raises(CheckpointError, match="got 3 bytes"):
+        pretrained_path("rna-fm", download=_writer(b"abc", []))
+
+
+@pytest.mark.parametrize("var", ["HF_HUB_OFFLINE", "RNAFM_SKLEARN_OFFLINE"])
+def test_offline_gives_actionable_error(var, monkeypatch, fake_entry):
+    monkeypatch.setenv(var, "1")
+    calls = []
+    with pytest.raises(WeightsUnavailableError) as err:
+        pretrained_path("rna-fm", download=_writer(PAYLOAD, calls))
+    msg = str(err.value)
+    assert calls == []
+    assert "offline mode is on" in msg
+    assert "model='/path/to/RNA-FM_pretrained.pth'" in msg
+    assert "https://huggingface.co/cuhkaih/rnafm/resolve/main/RNA-FM_pretrained.pth" in msg
+    assert str(cache_dir() / "rna-fm" / "RNA-FM_pretrained.pth") in msg
+
+
+def test_network_failure_gives_actionable_error(fake_entry):
+    def broken(entry, folder):
+        raise ConnectionError("Name or service not known")
+
+    with pytest.raises(
+        WeightsUnavailableError, match=re.escape("the download failed (Name or service not known)")
+    ):
+        pretrained_path("rna-fm", download=broken)
+    assert list((cache_dir() / "rna-fm").iterdir()) == []
+
+
+def test_load_model_by_name_never_returns_random_weights(monkeypatch):
+    """Offline and uncached: load_model('rna-fm') raises instead of building a model."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailableError, match="'rna-fm' weights are not in the cache"):
+        load_model("rna-fm")
+
+
+def test_unknown_name():
+    with pytest.raises(ValueError, match="Unknown pretrained model 'rna-fm2'"):
+        pretrained_path("rna-fm2")
+
+
+@pytest.mark.network
+def test_hub_file_matches_pinned_size():
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    entry = PRETRAINED["rna-fm"]
+    meta = get_hf_file_metadata(hf_hub_url(entry.repo_id, entry.filename))
+    assert meta.size == entry.size

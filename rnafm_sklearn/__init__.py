@@ -9,16 +9,19 @@ Public API (everything else is private)::
         get_alphabet, normalize_sequences, Alphabet,     # tokens and input checks
         cache_dir, pretrained_path, PRETRAINED,          # pretrained weights
         read_fasta,                                      # FASTA (plain or gzip) to a Series
-        CheckpointError, WeightsUnavailableError,
+        clear_model_cache,                               # free loaded weights
+        CheckpointError, InvalidParameterError, WeightsUnavailableError,
     )
 """
 
 from ._alphabet import Alphabet, get_alphabet, normalize_sequences
 from ._checkpoint import convert_checkpoint, load_model, save_model
+from ._embedder import RnaFmEmbedder
 from ._encoder import RnaFmConfig, RnaFmEncoder
-from ._errors import CheckpointError, WeightsUnavailableError
+from ._errors import CheckpointError, InvalidParameterError, WeightsUnavailableError
 from ._hub import PRETRAINED, cache_dir, pretrained_path
 from ._io import read_fasta
+from ._models import clear_model_cache
 
 __version__ = "0.1.0"
 
@@ -26,10 +29,13 @@ __all__ = [
     "PRETRAINED",
     "Alphabet",
     "CheckpointError",
+    "InvalidParameterError",
+    "RnaFmEmbedder",
     "RnaFmConfig",
     "RnaFmEncoder",
     "WeightsUnavailableError",
     "cache_dir",
+    "clear_model_cache",
     "convert_checkpoint",
     "get_alphabet",
     "load_model",

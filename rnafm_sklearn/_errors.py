@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "WeightsUnavailableError"]
+__all__ = ["CheckpointError", "InvalidParameterError", "WeightsUnavailableError"]
 
 
 class CheckpointError(ValueError):
@@ -11,3 +11,7 @@ class CheckpointError(ValueError):
 
 class WeightsUnavailableError(RuntimeError):
     """Named pretrained weights are neither cached nor downloadable right now."""
+
+
+class InvalidParameterError(ValueError, TypeError):
+    """An estimator parameter has an invalid value (same bases as scikit-learn's)."""

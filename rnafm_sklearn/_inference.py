@@ -1,0 +1,273 @@
+"""Running an encoder over many sequences: batching, long-sequence windows, pooling.
+
+Knows nothing of scikit-learn. Input is lists of token ids (without ``<cls>``/``<eos>``),
+output numpy arrays. Work is streamed: sequences are cut into *pieces* (one per sequence, or
+several overlapping windows for a long one), pieces are sorted by length and packed into
+batches under a token budget (padding counted), and each sequence is pooled and released as
+soon as its last piece has been computed. Memory is bounded by the batch plus the output.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ._encoder import RnaFmEncoder
+
+logger = logging.getLogger("rnafm_sklearn")
+
+POOLINGS = ("mean", "max", "cls", "eos")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to compute for every sequence.
+
+    layers : normalised layer indices (0..num_layers)
+    aggregate : "concat" keeps each layer, "mean" averages the layers' hidden states
+    poolings : subset of POOLINGS, in output order
+    window_stride : distance between window starts for sequences longer than the model's
+        window; ``None`` for half a window
+    """
+
+    layers: tuple[int, ...]
+    aggregate: str = "concat"
+    poolings: tuple[str, ...] = ("mean",)
+    window_stride: int | None = None
+
+
+@dataclass
+class _Piece:
+    seq: int  # index of the sequence this piece belongs to
+    start: int  # first sequence token covered by the piece
+    tokens: list[int]  # ids with <cls> and <eos>
+    keep: tuple[int, int]  # sequence positions [a, b) whose states are taken from this piece
+
+
+def window_starts(n: int, window: int, stride: int) -> list[int]:
+    """Start of each window over ``n`` tokens; the last window ends exactly at ``n``."""
+    if n <= window:
+        return [0]
+    starts = list(range(0, n - window, stride))
+    return starts + [n - window]
+
+
+def window_ownership(n: int, window: int, stride: int) -> list[tuple[int, int, int]]:
+    """``(start, a, b)`` per window: positions ``[a, b)`` are taken from that window.
+
+    Each position takes its state from the window in which it is farthest from an edge (the
+    overlap is split at its midpoint), so every nucleotide has context on both sides whenever
+    the sequence allows it.
+    """
+    starts = window_starts(n, window, stride)
+    out = []
+    for j, s in enumerate(starts):
+        a = 0 if j == 0 else (s + starts[j - 1] + window + 1) // 2
+        b = n if j == len(starts) - 1 else (starts[j + 1] + s + window + 1) // 2
+        out.append((s, a, b))
+    return out
+
+
+def pack_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Group items (sorted longest first) so that ``max_len * n_items <= budget``.
+
+    An item longer than the budget gets a batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    width = 0
+    for i in order:
+        new_width = max(width, lengths[i])
+        if current and new_width * (len(current) + 1) > budget:
+            batches.append(current)
+            current, width = [], 0
+            new_width = lengths[i]
+        current.append(i)
+        width = new_width
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+@dataclass
+class _Pending:
+    """States of a windowed sequence collected piece by piece."""
+
+    n_pieces: int
+    states: torch.Tensor  # (n_layers, n_tokens, hidden)
+    cls: list[torch.Tensor] = field(default_factory=list)
+    eos: list[torch.Tensor] = field(default_factory=list)
+
+
+class Runner:
+    """Streams token lists through an encoder on one device.
+
+    Parameters
+    ----------
+    encoder : RnaFmEncoder
+        Already on ``device`` and in ``dtype``.
+    batch_tokens : int
+        Token budget per forward pass, padding included.
+    progress : callable, optional
+        Called with the number of sequences finished after each batch.
+    """
+
+    def __init__(
+        self,
+        encoder: RnaFmEncoder,
+        *,
+        batch_tokens: int,
+        progress: Callable[[int], None] | None = None,
+    ):
+        self.encoder = encoder
+        self.batch_tokens = batch_tokens
+        self.progress = progress
+        self.device = next(encoder.parameters()).device
+        alphabet_pad = encoder.padding_idx
+        self.pad = alphabet_pad
+        from ._alphabet import get_alphabet
+
+        alphabet = get_alphabet(encoder.config.alphabet)
+        self.cls, self.eos = alphabet.cls_idx, alphabet.eos_idx
+        self.window = encoder.config.max_sequence_tokens
+
+    # ------------------------------------------------------------------ pieces and batches
+    def _pieces(self, token_lists: Sequence[Sequence[int]], stride: int | None) -> list[_Piece]:
+        stride = stride or self.window // 2
+        pieces = []
+        for i, body in enumerate(token_lists):
+            for s, a, b in window_ownership(len(body), self.window, stride):
+                chunk = list(body[s : s + self.window])
+                pieces.append(_Piece(i, s, [self.cls, *chunk, self.eos], (a, b)))
+        return pieces
+
+    def _forward(self, batch: list[_Piece], layers: Sequence[int]) -> dict[int, torch.Tensor]:
+        width = max(len(p.tokens) for p in batch)
+        ids = torch.full((len(batch), width), self.pad, dtype=torch.long)
+        for row, p in enumerate(batch):
+            ids[row, : len(p.tokens)] = torch.tensor(p.tokens, dtype=torch.long)
+        with torch.inference_mode():
+            return self.encoder(ids.to(self.device), layers=layers)
+
+    def _batches(
+        self, pieces: list[_Piece], layers: Sequence[int]
+    ) -> Iterator[tuple[list[_Piece], torch.Tensor]]:
+        """Yield ``(batch, states)`` with states ``(n_layers, B, T, E)`` in float32 on CPU.
+
+        On out-of-memory the batch is halved and retried (down to single pieces).
+        """
+        queue = [
+            [pieces[i] for i in idx]
+            for idx in pack_batches([len(p.tokens) for p in pieces], self.batch_tokens)
+        ]
+        queue.reverse()  # pop() from the end: longest batches first
+        while queue:
+            batch = queue.pop()
+            try:
+                out = self._forward(batch, layers)
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not _is_oom(exc) or len(batch) == 1:
+                    raise
+                half = len(batch) // 2
+                logger.warning(
+                    "Out of memory on a batch of %d sequences; retrying in halves.", len(batch)
+                )
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                queue += [batch[half:], batch[:half]]
+                continue
+            yield batch, torch.stack([out[k] for k in layers]).float().cpu()
+
+    # ------------------------------------------------------------------------- public API
+    def pooled(self, token_lists: Sequence[Sequence[int]], plan: Plan) -> np.ndarray:
+        """Pooled features, ``(n_sequences, n_layer_groups * len(poolings) * hidden)``."""
+        n_groups = len(plan.layers) if plan.aggregate == "concat" else 1
+        hidden = self.encoder.config.hidden_size
+        out = np.empty((len(token_lists), n_groups, len(plan.poolings), hidden), np.float32)
+        for i, states in self._sequence_states(token_lists, plan):
+            out[i] = _pool(*states, plan.poolings)
+        return out.reshape(len(token_lists), n_groups * len(plan.poolings) * hidden)
+
+    def per_token(self, token_lists: Sequence[Sequence[int]], plan: Plan) -> list[np.ndarray]:
+        """Per-token states, one ``(n_tokens, n_layer_groups * hidden)`` array per sequence."""
+        result: list[np.ndarray | None] = [None] * len(token_lists)
+        for i, (states, _, _) in self._sequence_states(token_lists, plan):
+            # (G, L, E) => (L, G * E)
+            result[i] = states.permute(1, 0, 2).reshape(states.shape[1], -1).numpy()
+        return result  # type: ignore[return-value]
+
+    def _sequence_states(
+        self, token_lists: Sequence[Sequence[int]], plan: Plan
+    ) -> Iterator[tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+        """Yield ``(i, (states (G, L, E), cls (G, E), eos (G, E)))`` as sequences complete."""
+        pieces = self._pieces(token_lists, plan.window_stride)
+        n_pieces = [0] * len(token_lists)
+        for p in pieces:
+            n_pieces[p.seq] += 1
+        pending: dict[int, _Pending] = {}
+        for batch, states in self._batches(pieces, plan.layers):
+            if plan.aggregate == "mean":
+                states = states.mean(0, keepdim=True)
+            done = 0
+            for row, p in enumerate(batch):
+                n = len(p.tokens) - 2
+                h = states[:, row]  # (G, T, E)
+                if n_pieces[p.seq] == 1:
+                    done += 1
+                    yield p.seq, (h[:, 1 : 1 + n], h[:, 0], h[:, 1 + n])
+                    continue
+                acc = pending.get(p.seq)
+                if acc is None:
+                    total = len(token_lists[p.seq])
+                    acc = pending[p.seq] = _Pending(
+                        n_pieces[p.seq], h.new_empty((h.shape[0], total, h.shape[2]))
+                    )
+                a, b = p.keep
+                acc.states[:, a:b] = h[:, 1 + a - p.start : 1 + b - p.start]
+                acc.cls.append(h[:, 0])
+                acc.eos.append(h[:, 1 + n])
+                if len(acc.cls) == acc.n_pieces:
+                    del pending[p.seq]
+                    done += 1
+                    # <cls>/<eos> of a windowed sequence: the average over its windows.
+                    yield (
+                        p.seq,
+                        (acc.states, torch.stack(acc.cls).mean(0), torch.stack(acc.eos).mean(0)),
+                    )
+            if self.progress is not None and done:
+                self.progress(done)
+
+
+def _pool(
+    states: torch.Tensor, cls: torch.Tensor, eos: torch.Tensor, poolings: Sequence[str]
+) -> np.ndarray:
+    """``(G, len(poolings), E)`` from per-token states ``(G, L, E)``."""
+    parts = []
+    for name in poolings:
+        if name == "mean":
+            parts.append(states.mean(1))
+        elif name == "max":
+            parts.append(states.amax(1))
+        elif name == "cls":
+            parts.append(cls)
+        elif name == "eos":
+            parts.append(eos)
+        else:  # pragma: no cover - validated by the caller
+            raise ValueError(name)
+    return torch.stack(parts, 1).numpy()
+
+
+def n_windows(n_tokens: int, window: int, stride: int | None) -> int:
+    """Number of forward-pass pieces for a sequence of ``n_tokens`` tokens."""
+    stride = stride or window // 2
+    return 1 if n_tokens <= window else math.ceil((n_tokens - window) / stride) + 1

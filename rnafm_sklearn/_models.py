@@ -1,0 +1,90 @@
+"""A process-wide registry of loaded encoders, so that estimator clones share weights.
+
+``clone()`` in a grid search or a cross-validation fold creates new estimators with the same
+``model`` parameter; they all get the same encoder object from here instead of reading the
+checkpoint again. Pickled estimators carry no weights: a new process loads them once here.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+from ._checkpoint import load_model
+from ._encoder import RnaFmEncoder
+from ._hub import PRETRAINED
+
+__all__ = ["clear_model_cache", "get_encoder", "resolve_device"]
+
+_LOCK = threading.Lock()
+_CACHE: OrderedDict[tuple, RnaFmEncoder] = OrderedDict()
+_MAX_ENTRIES = 4  # encoders kept alive (each device/dtype copy counts once)
+LOAD_COUNT = 0  # number of checkpoint reads in this process (tests count them)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` picks CUDA, then Apple MPS, then the CPU."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def _source_key(model: str | os.PathLike) -> tuple:
+    if isinstance(model, str) and model in PRETRAINED:
+        return ("pretrained", model)
+    path = Path(model).expanduser().resolve()
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return ("path", str(path), None, None)
+    # A checkpoint replaced on disk (new mtime or size) is loaded again.
+    return ("path", str(path), stat.st_mtime_ns, stat.st_size)
+
+
+def get_encoder(model: str | os.PathLike, device: torch.device, dtype: torch.dtype) -> RnaFmEncoder:
+    """The encoder for ``model`` on ``device`` in ``dtype``, loaded at most once per process."""
+    global LOAD_COUNT
+    source = _source_key(model)
+    key = (source, str(device), dtype)
+    with _LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+        base_key = (source, "cpu", torch.float32)
+        base = _CACHE.get(base_key)
+        if base is None:
+            base = load_model(model)
+            LOAD_COUNT += 1
+            _remember(base_key, base)
+        encoder = base if key == base_key else _copy_to(base, device, dtype)
+        _remember(key, encoder)
+        return encoder
+
+
+def _copy_to(base: RnaFmEncoder, device: torch.device, dtype: torch.dtype) -> RnaFmEncoder:
+    encoder = RnaFmEncoder(base.config)
+    encoder.load_state_dict(base.state_dict())
+    return encoder.to(device=device, dtype=dtype).eval()
+
+
+def _remember(key: tuple, encoder: RnaFmEncoder) -> None:
+    _CACHE[key] = encoder
+    _CACHE.move_to_end(key)
+    while len(_CACHE) > _MAX_ENTRIES:
+        _CACHE.popitem(last=False)
+
+
+def clear_model_cache() -> None:
+    """Forget every loaded encoder (frees memory; the next use reads the checkpoint again)."""
+    with _LOCK:
+        _CACHE.clear()

@@ -107,6 +107,17 @@ class Alphabet:
         body = [ids[sequence[i : i + k]] for i in range(0, len(sequence), k)]
         return [self.cls_idx, *body, self.eos_idx]
 
+    def encode_body(self, sequence: str) -> bytes:
+        """Compact token ids (one byte each) of a normalised sequence, without specials."""
+        if self.k == 1:
+            table = self.__dict__.get("_table")
+            if table is None:
+                table = str.maketrans({t: chr(i) for i, t in enumerate(self.tokens) if len(t) == 1})
+                object.__setattr__(self, "_table", table)
+            return sequence.translate(table).encode("latin-1")
+        ids = self._ids
+        return bytes(ids[sequence[i : i + self.k]] for i in range(0, len(sequence), self.k))
+
     def check(self, sequence: str, where: str) -> None:
         """Raise ``ValueError`` if a normalised ``sequence`` cannot be tokenised exactly."""
         bad = set(sequence) - self.letters

@@ -269,12 +269,13 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
         )
         return plan, encoder
 
-    def _prepare(self, X: Any) -> tuple[Runner, Plan, list[list[int]]]:
+    def _prepare(self, X: Any) -> tuple[Runner, Plan, list[bytes]]:
         plan, encoder = self._plan()
         raw, index = _as_sequences(X, self.column)
         alphabet = get_alphabet(encoder.config.alphabet)
         sequences = normalize_sequences(raw, alphabet, index=index)
-        tokens = [alphabet.encode(s)[1:-1] for s in sequences]
+        tokens = [alphabet.encode_body(s) for s in sequences]
+        del sequences
         tokens = self._apply_length_policy(
             tokens, index, alphabet, encoder.config.max_sequence_tokens
         )
@@ -285,11 +286,11 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
 
     def _apply_length_policy(
         self,
-        tokens: list[list[int]],
+        tokens: list[bytes],
         index: Sequence[object] | None,
         alphabet: Alphabet,
         limit: int,
-    ) -> list[list[int]]:
+    ) -> list[bytes]:
         long_rows = [i for i, t in enumerate(tokens) if len(t) > limit]
         if not long_rows or self.long_sequences == "window":
             return tokens
@@ -317,7 +318,7 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
         )
         return [t[keep] if len(t) > limit else t for t in tokens]
 
-    def _run(self, runner: Runner, tokens: list[list[int]], work):
+    def _run(self, runner: Runner, tokens: list[bytes], work):
         show = self.progress is True or (self.progress == "auto" and sys.stderr.isatty())
         if not show or not tokens:
             return work(runner, tokens)
@@ -420,16 +421,15 @@ def _as_sequences(X: Any, column: Any) -> tuple[list[object], list[object] | Non
     raise TypeError(f"X must be a list, array, Series or DataFrame of str; got {type(X).__name__}.")
 
 
-def _deduplicate(tokens: list[list[int]]) -> tuple[list[list[int]], np.ndarray]:
+def _deduplicate(tokens: list[bytes]) -> tuple[list[bytes], np.ndarray]:
     """Unique token lists (first-seen order) and the row -> unique index map."""
-    position: dict[tuple[int, ...], int] = {}
+    position: dict[bytes, int] = {}
     inverse = np.empty(len(tokens), dtype=np.int64)
-    unique: list[list[int]] = []
+    unique: list[bytes] = []
     for row, t in enumerate(tokens):
-        key = tuple(t)
-        j = position.get(key)
+        j = position.get(t)
         if j is None:
-            j = position[key] = len(unique)
+            j = position[t] = len(unique)
             unique.append(t)
         inverse[row] = j
     return unique, inverse

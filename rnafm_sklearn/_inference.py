@@ -1,7 +1,8 @@
 """Running an encoder over many sequences: batching, long-sequence windows, pooling.
 
-Knows nothing of scikit-learn. Input is lists of token ids (without ``<cls>``/``<eos>``),
-output numpy arrays. Work is streamed: sequences are cut into *pieces* (one per sequence, or
+Knows nothing of scikit-learn. Input is token ids as ``bytes`` (one byte
+per token, without ``<cls>``/``<eos>``: compact enough for millions of sequences), output numpy
+arrays. Work is streamed: sequences are cut into *pieces* (one per sequence, or
 several overlapping windows for a long one), pieces are sorted by length and packed into
 batches under a token budget (padding counted), and each sequence is pooled and released as
 soon as its last piece has been computed. Memory is bounded by the batch plus the output.
@@ -45,7 +46,7 @@ class Plan:
 class _Piece:
     seq: int  # index of the sequence this piece belongs to
     start: int  # first sequence token covered by the piece
-    tokens: list[int]  # ids with <cls> and <eos>
+    n: int  # number of sequence tokens in the piece (without <cls>/<eos>)
     keep: tuple[int, int]  # sequence positions [a, b) whose states are taken from this piece
 
 
@@ -142,25 +143,29 @@ class Runner:
         self.window = encoder.config.max_sequence_tokens
 
     # ------------------------------------------------------------------ pieces and batches
-    def _pieces(self, token_lists: Sequence[Sequence[int]], stride: int | None) -> list[_Piece]:
+    def _pieces(self, token_lists: Sequence[bytes], stride: int | None) -> list[_Piece]:
         stride = stride or self.window // 2
         pieces = []
         for i, body in enumerate(token_lists):
             for s, a, b in window_ownership(len(body), self.window, stride):
-                chunk = list(body[s : s + self.window])
-                pieces.append(_Piece(i, s, [self.cls, *chunk, self.eos], (a, b)))
+                pieces.append(_Piece(i, s, min(self.window, len(body) - s), (a, b)))
         return pieces
 
-    def _forward(self, batch: list[_Piece], layers: Sequence[int]) -> dict[int, torch.Tensor]:
-        width = max(len(p.tokens) for p in batch)
+    def _forward(
+        self, batch: list[_Piece], token_lists: Sequence[bytes], layers: Sequence[int]
+    ) -> dict[int, torch.Tensor]:
+        width = max(p.n for p in batch) + 2
         ids = torch.full((len(batch), width), self.pad, dtype=torch.long)
+        ids[:, 0] = self.cls
         for row, p in enumerate(batch):
-            ids[row, : len(p.tokens)] = torch.tensor(p.tokens, dtype=torch.long)
+            chunk = token_lists[p.seq][p.start : p.start + p.n]
+            ids[row, 1 : 1 + p.n] = torch.frombuffer(bytearray(chunk), dtype=torch.uint8)
+            ids[row, 1 + p.n] = self.eos
         with torch.inference_mode():
             return self.encoder(ids.to(self.device), layers=layers)
 
     def _batches(
-        self, pieces: list[_Piece], layers: Sequence[int]
+        self, pieces: list[_Piece], token_lists: Sequence[bytes], layers: Sequence[int]
     ) -> Iterator[tuple[list[_Piece], torch.Tensor]]:
         """Yield ``(batch, states)`` with states ``(n_layers, B, T, E)`` in float32 on CPU.
 
@@ -168,13 +173,13 @@ class Runner:
         """
         queue = [
             [pieces[i] for i in idx]
-            for idx in pack_batches([len(p.tokens) for p in pieces], self.batch_tokens)
+            for idx in pack_batches([p.n + 2 for p in pieces], self.batch_tokens)
         ]
         queue.reverse()  # pop() from the end: longest batches first
         while queue:
             batch = queue.pop()
             try:
-                out = self._forward(batch, layers)
+                out = self._forward(batch, token_lists, layers)
             except (torch.OutOfMemoryError, RuntimeError) as exc:
                 if not _is_oom(exc) or len(batch) == 1:
                     raise
@@ -189,7 +194,7 @@ class Runner:
             yield batch, torch.stack([out[k] for k in layers]).float().cpu()
 
     # ------------------------------------------------------------------------- public API
-    def pooled(self, token_lists: Sequence[Sequence[int]], plan: Plan) -> np.ndarray:
+    def pooled(self, token_lists: Sequence[bytes], plan: Plan) -> np.ndarray:
         """Pooled features, ``(n_sequences, n_layer_groups * len(poolings) * hidden)``."""
         n_groups = len(plan.layers) if plan.aggregate == "concat" else 1
         hidden = self.encoder.config.hidden_size
@@ -198,7 +203,7 @@ class Runner:
             out[i] = _pool(*states, plan.poolings)
         return out.reshape(len(token_lists), n_groups * len(plan.poolings) * hidden)
 
-    def per_token(self, token_lists: Sequence[Sequence[int]], plan: Plan) -> list[np.ndarray]:
+    def per_token(self, token_lists: Sequence[bytes], plan: Plan) -> list[np.ndarray]:
         """Per-token states, one ``(n_tokens, n_layer_groups * hidden)`` array per sequence."""
         result: list[np.ndarray | None] = [None] * len(token_lists)
         for i, (states, _, _) in self._sequence_states(token_lists, plan):
@@ -207,7 +212,7 @@ class Runner:
         return result  # type: ignore[return-value]
 
     def _sequence_states(
-        self, token_lists: Sequence[Sequence[int]], plan: Plan
+        self, token_lists: Sequence[bytes], plan: Plan
     ) -> Iterator[tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
         """Yield ``(i, (states (G, L, E), cls (G, E), eos (G, E)))`` as sequences complete."""
         pieces = self._pieces(token_lists, plan.window_stride)
@@ -215,12 +220,12 @@ class Runner:
         for p in pieces:
             n_pieces[p.seq] += 1
         pending: dict[int, _Pending] = {}
-        for batch, states in self._batches(pieces, plan.layers):
+        for batch, states in self._batches(pieces, token_lists, plan.layers):
             if plan.aggregate == "mean":
                 states = states.mean(0, keepdim=True)
             done = 0
             for row, p in enumerate(batch):
-                n = len(p.tokens) - 2
+                n = p.n
                 h = states[:, row]  # (G, T, E)
                 if n_pieces[p.seq] == 1:
                     done += 1

@@ -10,11 +10,13 @@ Public API (everything else is private)::
         cache_dir, pretrained_path, PRETRAINED,          # pretrained weights
         read_fasta,                                      # FASTA (plain or gzip) to a Series
         clear_model_cache,                               # free loaded weights
+        EmbeddingCache,                                  # persistent embedding store
         CheckpointError, InvalidParameterError, WeightsUnavailableError,
     )
 """
 
 from ._alphabet import Alphabet, get_alphabet, normalize_sequences
+from ._cache import EmbeddingCache
 from ._checkpoint import convert_checkpoint, load_model, save_model
 from ._embedder import RnaFmEmbedder
 from ._encoder import RnaFmConfig, RnaFmEncoder
@@ -29,6 +31,7 @@ __all__ = [
     "PRETRAINED",
     "Alphabet",
     "CheckpointError",
+    "EmbeddingCache",
     "InvalidParameterError",
     "RnaFmEmbedder",
     "RnaFmConfig",

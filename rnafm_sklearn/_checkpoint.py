@@ -105,10 +105,15 @@ def _to_encoder(state: Mapping[str, torch.Tensor], cfg: RnaFmConfig, source: Pat
         elif ".self_attn.k_proj." not in key and ".self_attn.v_proj." not in key:
             native[key] = state[key]
     native = {k: v.detach().to(torch.float32).contiguous() for k, v in native.items()}
-    # The official loader zeroes the <mask> embedding ("for token drop"); so do we.
-    mask_idx = get_alphabet(cfg.alphabet).mask_idx
-    native["embed_tokens.weight"] = native["embed_tokens.weight"].clone()
-    native["embed_tokens.weight"][mask_idx] = 0.0
+    # The official loader zeroes the <mask> embedding ("for token drop"); so do we. The
+    # <null_i> rows are padding of the vocabulary that no input ever uses: zeroed too, so that
+    # the same weights give the same fingerprint whatever format they were stored in.
+    alphabet = get_alphabet(cfg.alphabet)
+    words = native["embed_tokens.weight"].clone()
+    for i, tok in enumerate(alphabet.tokens):
+        if tok == "<mask>" or tok.startswith("<null_"):
+            words[i] = 0.0
+    native["embed_tokens.weight"] = words
     encoder = RnaFmEncoder(cfg)
     encoder.load_state_dict(native, strict=True)
     return encoder.eval()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 import warnings
@@ -14,9 +16,10 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from ._alphabet import Alphabet, get_alphabet, normalize_sequences
+from ._cache import EmbeddingCache
 from ._errors import InvalidParameterError
 from ._inference import POOLINGS, Plan, Runner
-from ._models import DTYPES, get_encoder, resolve_device
+from ._models import DTYPES, get_encoder, resolve_device, weights_fingerprint
 
 __all__ = ["RnaFmEmbedder"]
 
@@ -79,6 +82,12 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
         Out-of-memory errors halve the batch and retry.
     progress : bool or "auto", default="auto"
         Show a tqdm progress bar; ``"auto"`` shows it when stderr is a terminal.
+    cache : path, optional
+        Persistent embedding cache (an SQLite file in this folder, or a ``.sqlite`` path).
+        Entries are keyed by a hash of the weights, ``layers``, ``layer_aggregation``,
+        ``pooling``, ``dtype``, the tokens actually embedded (after truncation) and, for
+        windowed sequences, ``window_stride``; so a different setting never returns a stale
+        vector. Safe to share between processes; batches are committed as they finish.
 
     Attributes
     ----------
@@ -123,6 +132,7 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
         dtype: str = "float32",
         batch_tokens: int | None = None,
         progress: bool | str = "auto",
+        cache: str | os.PathLike | None = None,
     ):
         self.model = model
         self.pooling = pooling
@@ -136,6 +146,7 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
         self.dtype = dtype
         self.batch_tokens = batch_tokens
         self.progress = progress
+        self.cache = cache
 
     # ---------------------------------------------------------------- scikit-learn protocol
     def __sklearn_tags__(self):
@@ -184,8 +195,58 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
         """
         runner, plan, tokens = self._prepare(X)
         unique, inverse = _deduplicate(tokens)
-        features = self._run(runner, unique, lambda r, t: r.pooled(t, plan))
+        if self.cache is None:
+            features = self._run(runner, unique, lambda r, t: r.pooled(t, plan))
+        else:
+            features = self._cached(runner, plan, unique)
         return features[inverse]
+
+    def _cached(self, runner: Runner, plan: Plan, unique: list[bytes]) -> np.ndarray:
+        """Look up every sequence in the cache; compute and commit the misses batch by batch."""
+        cache = EmbeddingCache(self.cache)
+        keys = self._cache_keys(runner, plan, unique)
+        found = cache.get(keys)
+        width = len(self.get_feature_names_out())
+        out = np.empty((len(unique), width), np.float32)
+        missing = []
+        for i, key in enumerate(keys):
+            vec = found.get(key)
+            if vec is None or vec.shape[0] != width:
+                missing.append(i)
+            else:
+                out[i] = vec
+        if missing:
+
+            def commit(idx: list[int], rows: np.ndarray) -> None:
+                cache.put([keys[missing[j]] for j in idx], rows)
+
+            todo = [unique[i] for i in missing]
+            out[missing] = self._run(runner, todo, lambda r, t: r.pooled(t, plan, sink=commit))
+        cache.close()
+        return out
+
+    def _cache_keys(self, runner: Runner, plan: Plan, tokens: list[bytes]) -> list[bytes]:
+        settings = json.dumps(
+            {
+                "weights": weights_fingerprint(runner.encoder),
+                "alphabet": runner.encoder.config.alphabet,
+                "layers": plan.layers,
+                "aggregate": plan.aggregate,
+                "poolings": plan.poolings,
+                "dtype": self.dtype,
+            },
+            sort_keys=True,
+        ).encode()
+        window = json.dumps({"window_stride": plan.window_stride or runner.window // 2}).encode()
+        keys = []
+        for t in tokens:
+            h = hashlib.sha256(settings)
+            if len(t) > runner.window:  # only windowed sequences depend on the stride
+                h.update(window)
+            h.update(b"\0")
+            h.update(t)
+            keys.append(h.digest())
+        return keys
 
     def transform_tokens(self, X: Any) -> list[np.ndarray]:
         """Per-nucleotide hidden states (the official CLI's ``raw`` output).
@@ -236,6 +297,8 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
             raise _fail("dtype", _among(DTYPES), self.dtype)
         if not isinstance(self.device, str):
             raise _fail("device", "a str such as 'auto', 'cpu' or 'cuda'", self.device)
+        if self.cache is not None and not isinstance(self.cache, str | os.PathLike):
+            raise _fail("cache", "a path (str or os.PathLike) or None", self.cache)
         if self.progress not in (True, False, "auto"):
             raise _fail("progress", "a bool or 'auto'", self.progress)
         if self.batch_tokens is not None and not (

@@ -194,27 +194,42 @@ class Runner:
             yield batch, torch.stack([out[k] for k in layers]).float().cpu()
 
     # ------------------------------------------------------------------------- public API
-    def pooled(self, token_lists: Sequence[bytes], plan: Plan) -> np.ndarray:
-        """Pooled features, ``(n_sequences, n_layer_groups * len(poolings) * hidden)``."""
+    def pooled(
+        self,
+        token_lists: Sequence[bytes],
+        plan: Plan,
+        sink: Callable[[list[int], np.ndarray], None] | None = None,
+    ) -> np.ndarray:
+        """Pooled features, ``(n_sequences, n_layer_groups * len(poolings) * hidden)``.
+
+        ``sink(indices, rows)`` is called after every batch with the sequences it completed
+        (e.g. to commit them to a cache before the next batch runs).
+        """
         n_groups = len(plan.layers) if plan.aggregate == "concat" else 1
         hidden = self.encoder.config.hidden_size
-        out = np.empty((len(token_lists), n_groups, len(plan.poolings), hidden), np.float32)
-        for i, states in self._sequence_states(token_lists, plan):
-            out[i] = _pool(*states, plan.poolings)
-        return out.reshape(len(token_lists), n_groups * len(plan.poolings) * hidden)
+        width = n_groups * len(plan.poolings) * hidden
+        out = np.empty((len(token_lists), width), np.float32)
+        for finished in self._sequence_states(token_lists, plan):
+            idx = [i for i, _ in finished]
+            for i, states in finished:
+                out[i] = _pool(*states, plan.poolings).reshape(width)
+            if sink is not None:
+                sink(idx, out[idx])
+        return out
 
     def per_token(self, token_lists: Sequence[bytes], plan: Plan) -> list[np.ndarray]:
         """Per-token states, one ``(n_tokens, n_layer_groups * hidden)`` array per sequence."""
         result: list[np.ndarray | None] = [None] * len(token_lists)
-        for i, (states, _, _) in self._sequence_states(token_lists, plan):
-            # (G, L, E) => (L, G * E)
-            result[i] = states.permute(1, 0, 2).reshape(states.shape[1], -1).numpy()
+        for finished in self._sequence_states(token_lists, plan):
+            for i, (states, _, _) in finished:
+                # (G, L, E) => (L, G * E)
+                result[i] = states.permute(1, 0, 2).reshape(states.shape[1], -1).numpy()
         return result  # type: ignore[return-value]
 
     def _sequence_states(
         self, token_lists: Sequence[bytes], plan: Plan
-    ) -> Iterator[tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
-        """Yield ``(i, (states (G, L, E), cls (G, E), eos (G, E)))`` as sequences complete."""
+    ) -> Iterator[list[tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]]:
+        """Per batch, the sequences it completed: ``(i, (states (G, L, E), cls, eos))``."""
         pieces = self._pieces(token_lists, plan.window_stride)
         n_pieces = [0] * len(token_lists)
         for p in pieces:
@@ -223,13 +238,12 @@ class Runner:
         for batch, states in self._batches(pieces, token_lists, plan.layers):
             if plan.aggregate == "mean":
                 states = states.mean(0, keepdim=True)
-            done = 0
+            finished = []
             for row, p in enumerate(batch):
                 n = p.n
                 h = states[:, row]  # (G, T, E)
                 if n_pieces[p.seq] == 1:
-                    done += 1
-                    yield p.seq, (h[:, 1 : 1 + n], h[:, 0], h[:, 1 + n])
+                    finished.append((p.seq, (h[:, 1 : 1 + n], h[:, 0], h[:, 1 + n])))
                     continue
                 acc = pending.get(p.seq)
                 if acc is None:
@@ -243,14 +257,12 @@ class Runner:
                 acc.eos.append(h[:, 1 + n])
                 if len(acc.cls) == acc.n_pieces:
                     del pending[p.seq]
-                    done += 1
                     # <cls>/<eos> of a windowed sequence: the average over its windows.
-                    yield (
-                        p.seq,
-                        (acc.states, torch.stack(acc.cls).mean(0), torch.stack(acc.eos).mean(0)),
-                    )
-            if self.progress is not None and done:
-                self.progress(done)
+                    cls, eos = torch.stack(acc.cls).mean(0), torch.stack(acc.eos).mean(0)
+                    finished.append((p.seq, (acc.states, cls, eos)))
+            if self.progress is not None and finished:
+                self.progress(len(finished))
+            yield finished
 
 
 def _pool(

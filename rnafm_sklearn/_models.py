@@ -7,6 +7,8 @@ checkpoint again. Pickled estimators carry no weights: a new process loads them 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import threading
 from collections import OrderedDict
@@ -67,8 +69,27 @@ def get_encoder(model: str | os.PathLike, device: torch.device, dtype: torch.dty
             LOAD_COUNT += 1
             _remember(base_key, base)
         encoder = base if key == base_key else _copy_to(base, device, dtype)
+        if encoder is not base:
+            encoder._rnafm_fingerprint = weights_fingerprint(base)
         _remember(key, encoder)
         return encoder
+
+
+def weights_fingerprint(encoder: RnaFmEncoder) -> str:
+    """SHA-256 of an encoder's config and float32 weights (computed once per encoder).
+
+    Names, shapes and values all count; the file name or format the weights came from does not.
+    """
+    cached = getattr(encoder, "_rnafm_fingerprint", None)
+    if cached is not None:
+        return cached
+    digest = hashlib.sha256(json.dumps(encoder.config.to_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(encoder.state_dict().items()):
+        t = tensor.detach().to("cpu", torch.float32).contiguous()
+        digest.update(f"{name}:{tuple(t.shape)};".encode())
+        digest.update(t.numpy().tobytes())
+    encoder._rnafm_fingerprint = digest.hexdigest()
+    return encoder._rnafm_fingerprint
 
 
 def _copy_to(base: RnaFmEncoder, device: torch.device, dtype: torch.dtype) -> RnaFmEncoder:

@@ -24,9 +24,11 @@ from ._models import DTYPES, get_encoder, resolve_device, weights_fingerprint
 __all__ = ["RnaFmEmbedder"]
 
 POLICIES = ("error", "truncate", "window")
-# Measured on 2 CPU cores with the full-size model (benchmarks/throughput.py): throughput is
-# flat from 2k to 16k tokens per batch; 4096 keeps activations of 13 layers under 150 MB.
-DEFAULT_BATCH_TOKENS = {"cpu": 4096, "cuda": 32768, "mps": 8192}
+# Measured on 2 CPU cores with the full-size model on mixed-length real sequences: 512-1536
+# tokens per batch run at 710-790 tokens/s (fp32), 4096 at 545 and 8192 at 417 (bigger
+# batches mix more lengths, so more padding, and their activations fall out of the caches).
+# 1024 fits one sequence of the maximal length.
+DEFAULT_BATCH_TOKENS = {"cpu": 1024, "cuda": 32768, "mps": 8192}
 
 
 def _fail(name: str, requirement: str, value: object) -> InvalidParameterError:
@@ -78,7 +80,7 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
     dtype : {"float32", "bfloat16", "float16"}, default="float32"
         Precision of the forward pass; outputs are always float32. ``"float16"`` needs a GPU.
     batch_tokens : int, optional
-        Token budget per forward pass (padding included); default 4096 on CPU, 32768 on CUDA.
+        Token budget per forward pass (padding included); default 1024 on CPU, 32768 on CUDA.
         Out-of-memory errors halve the batch and retry.
     progress : bool or "auto", default="auto"
         Show a tqdm progress bar; ``"auto"`` shows it when stderr is a terminal.

@@ -1,0 +1,191 @@
+"""Throughput of rnafm_sklearn vs the official RNA-FM code, same weights, one process.
+
+Builds a full-size RNA-FM (12 layers, 640 hidden, 20 heads, random BERT-scale weights) with the
+official ``rna-fm`` package, saves it in the official checkpoint layout, loads it both ways,
+checks that the outputs agree, then times, interleaved round by round:
+
+* ``official, input order``  - the official README usage: batches of 8 in input order;
+* ``official, sorted``       - the official model driven with our length-sorted token-budget
+  batches (isolates the model code from the batching);
+* ``ours fp32`` / ``ours bf16`` - ``RnaFmEmbedder.transform`` (tokenising, batching, pooling
+  included), with ``dtype="float32"`` / ``"bfloat16"``.
+
+on (a) real sequences of mixed length (Rfam families of the official tutorial + mRNA slices)
+and (b) synthetic 1000-nt sequences. Reports median tokens/s (real tokens: nucleotides +
+<cls> + <eos>; padding not counted), sequences/s, ratios, and the ratio to this machine's
+matrix-multiply limit: the best measured ``addmm`` rate (FFN shape, 1024 tokens) divided by
+the encoder's linear FLOPs per token (2 x (4 E^2 + 2 E F) x layers = 197 MFLOP). Peak RSS of
+the process is reported at the end (ru_maxrss); ``--memory N`` instead measures ours alone on
+N sequences in this process.
+
+    python benchmarks/throughput.py            # ~6 min on 2 cores
+    python benchmarks/throughput.py --quick    # < 1 min
+    python benchmarks/throughput.py --memory 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from _official import load_official, make_official_checkpoint, official_tokens  # noqa: E402
+
+from rnafm_sklearn import RnaFmEmbedder, read_fasta  # noqa: E402
+from rnafm_sklearn._embedder import DEFAULT_BATCH_TOKENS  # noqa: E402
+from rnafm_sklearn._inference import pack_batches  # noqa: E402
+
+FULL = {"layers": 12, "embed_dim": 640, "heads": 20, "ffn": 5120}
+
+
+def linear_flops_per_token(E=640, F_=5120, L=12) -> float:
+    return 2 * (4 * E * E + 2 * E * F_) * L
+
+
+def matmul_rate(dtype: torch.dtype, repeats: int = 10) -> float:
+    """FLOP/s of F.linear at the encoder's FFN shape."""
+    x = torch.randn(1024, 640, dtype=dtype)
+    w = torch.randn(5120, 640, dtype=dtype)
+    b = torch.randn(5120, dtype=dtype)
+    out = torch.empty(1024, 5120, dtype=dtype)  # preallocated: time the arithmetic only
+    for _ in range(3):
+        torch.addmm(b, x, w.t(), out=out)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.addmm(b, x, w.t(), out=out)
+        times.append(time.perf_counter() - t)
+    return 2 * 1024 * 640 * 5120 / min(times)  # the best rate: an upper bound
+
+
+def real_sequences(n: int, seed: int = 0) -> list[str]:
+    import pandas as pd
+
+    frames = [read_fasta(ROOT / "data" / "rnafm-rfam3" / f"RF0000{k}.fasta") for k in (1, 5)]
+    frames.append(read_fasta(ROOT / "data" / "rnafm-rfam3" / "RF00010.fasta"))
+    pool = pd.concat(frames).tolist()
+    mrna = pd.read_csv(ROOT / "data" / "mrna233-degradation" / "233x_sequences_degdata_081120.csv")
+    rng = np.random.default_rng(seed)
+    # mRNA slices of 500-1022 nt stand in for longer RNAcentral entries
+    for s in mrna.RNA_sequence.sample(n // 10 + 1, random_state=seed):
+        k = int(rng.integers(500, 1023))
+        pool.append(s[:k])
+    picks = rng.choice(len(pool), n, replace=False)
+    return [pool[i] for i in picks]
+
+
+def synthetic(n: int, length: int = 1000, seed: int = 1) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return ["".join(rng.choice(list("ACGU"), length)) for _ in range(n)]
+
+
+def official_runner(model, alpha, order: str, budget: int = DEFAULT_BATCH_TOKENS["cpu"]):
+    def run(seqs):
+        if order == "input":
+            batches = [list(range(i, min(i + 8, len(seqs)))) for i in range(0, len(seqs), 8)]
+        else:
+            batches = pack_batches([len(s) + 2 for s in seqs], budget)
+        out = [None] * len(seqs)
+        with torch.no_grad():
+            for b in batches:
+                h = model(official_tokens(alpha, [seqs[i] for i in b]), repr_layers=[12])
+                h = h["representations"][12]
+                for row, i in enumerate(b):
+                    out[i] = h[row, 1 : 1 + len(seqs[i])].mean(0).numpy()
+        return np.stack(out)
+
+    return run
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer sequences and rounds (< 1 min)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--memory", type=int, metavar="N", help="peak RSS of ours on N sequences")
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    tmp = Path(tempfile.mkdtemp())
+    ckpt = make_official_checkpoint(tmp / "RNA-FM_full.pth", **FULL, seed=1)
+
+    if args.memory:
+        seqs = (real_sequences(2000) * (args.memory // 2000 + 1))[: args.memory]
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        emb = RnaFmEmbedder(model=str(ckpt), device="cpu", progress=False)
+        t = time.perf_counter()
+        X = emb.transform(seqs)
+        el = time.perf_counter() - t
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(
+            f"{len(seqs)} sequences ({len(set(seqs))} unique) -> {X.shape} in {el:.0f} s; "
+            f"peak RSS {rss:.0f} MB (before loading: {rss0:.0f} MB)"
+        )
+        return 0
+
+    n_real, n_syn, rounds = (10, 2, 1) if args.quick else (70, 12, args.rounds)
+    sets = {"real mixed": real_sequences(n_real), "synthetic 1000 nt": synthetic(n_syn)}
+    official, alpha = load_official(ckpt)
+    impls = {
+        "official, input order": official_runner(official, alpha, "input"),
+        "official, sorted": official_runner(official, alpha, "sorted"),
+        "ours fp32": RnaFmEmbedder(model=str(ckpt), device="cpu", progress=False).transform,
+        "ours bf16": RnaFmEmbedder(
+            model=str(ckpt), device="cpu", dtype="bfloat16", progress=False
+        ).transform,
+    }
+    limit32 = matmul_rate(torch.float32) / linear_flops_per_token()
+    limit16 = matmul_rate(torch.bfloat16) / linear_flops_per_token()
+
+    print(
+        f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}"
+    )
+    print(f"# matmul limit: fp32 {limit32:.0f} tok/s, bf16 {limit16:.0f} tok/s")
+    for set_name, seqs in sets.items():
+        tokens = sum(len(s) + 2 for s in seqs)
+        for f in impls.values():
+            f(seqs[:2])  # warm-up (loads our weights once)
+        outputs: dict[str, np.ndarray] = {}
+        times: dict[str, list[float]] = {name: [] for name in impls}
+        for _ in range(rounds):
+            for name, f in impls.items():  # interleaved
+                t = time.perf_counter()
+                outputs[name] = f(seqs)
+                times[name].append(time.perf_counter() - t)
+        ref = outputs["official, input order"]
+        print(f"\n## {set_name}: {len(seqs)} sequences, {tokens} tokens, median of {rounds}")
+        print(
+            "| implementation | tokens/s | seq/s | vs official (input order) | vs official "
+            "(sorted) | of matmul limit | max abs diff vs official | cosine vs fp32 |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        base = {k: tokens / statistics.median(v) for k, v in times.items()}
+        for name in impls:
+            rate = base[name]
+            limit = limit16 if "bf16" in name else limit32
+            diff = np.abs(outputs[name] - ref).max()
+            a, b = outputs[name], outputs["ours fp32"]
+            cos = np.min((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
+            print(
+                f"| {name} | {rate:.0f} | {rate / tokens * len(seqs):.2f} | "
+                f"{rate / base['official, input order']:.2f}x | "
+                f"{rate / base['official, sorted']:.2f}x | {rate / limit:.0%} | {diff:.1e} | "
+                f"{cos:.6f} |"
+            )
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\npeak RSS of this process (both models loaded): {rss:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

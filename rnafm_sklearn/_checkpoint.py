@@ -361,6 +361,14 @@ def save_model(encoder: RnaFmEncoder, folder: str | os.PathLike) -> Path:
     -------
     pathlib.Path
         The folder.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from rnafm_sklearn import load_model, save_model
+    >>> folder = save_model(load_model("tests/fixtures/RNA-FM_tiny.pth"), tempfile.mkdtemp())
+    >>> sorted(p.name for p in folder.iterdir())
+    ['config.json', 'model.safetensors']
     """
     from safetensors.torch import save_file
 

@@ -128,6 +128,18 @@ def pretrained_path(
         or the download failed.
     rnafm_sklearn.CheckpointError
         The downloaded file does not have the pinned size or SHA-256 (it is discarded).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from rnafm_sklearn import pretrained_path, WeightsUnavailableError
+    >>> os.environ.update(RNAFM_SKLEARN_OFFLINE="1", RNAFM_SKLEARN_HOME=tempfile.mkdtemp())
+    >>> try:  # offline and not cached: a clear error, never random weights
+    ...     pretrained_path("rna-fm")
+    ... except WeightsUnavailableError as exc:
+    ...     print(str(exc)[:60])
+    The pretrained 'rna-fm' weights are not in the cache (...
+    >>> del os.environ["RNAFM_SKLEARN_OFFLINE"], os.environ["RNAFM_SKLEARN_HOME"]
     """
     if name not in PRETRAINED:
         raise ValueError(f"Unknown pretrained model {name!r}; known: {sorted(PRETRAINED)}.")

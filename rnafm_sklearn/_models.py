@@ -106,6 +106,12 @@ def _remember(key: tuple, encoder: RnaFmEncoder) -> None:
 
 
 def clear_model_cache() -> None:
-    """Forget every loaded encoder (frees memory; the next use reads the checkpoint again)."""
+    """Forget every loaded encoder (frees memory; the next use reads the checkpoint again).
+
+    Examples
+    --------
+    >>> from rnafm_sklearn import clear_model_cache
+    >>> clear_model_cache()
+    """
     with _LOCK:
         _CACHE.clear()

@@ -34,24 +34,38 @@ class Pretrained:
 
     name: str
     repo_id: str
+    revision: str  # a commit of the Hub repository: the file never changes under us
     filename: str
     sha256: str
-    size: int
+    size: int | None  # bytes, where known (checked before hashing)
     description: str
 
     @property
     def url(self) -> str:
-        return f"https://huggingface.co/{self.repo_id}/resolve/main/{self.filename}"
+        return f"https://huggingface.co/{self.repo_id}/resolve/{self.revision}/{self.filename}"
 
 
+# The RNA-FM authors' own Hub repository, pinned to one commit. The digests were published
+# independently by other projects that verify these files (and agree with each other).
+_REPO, _REVISION = "cuhkaih/rnafm", "91d4a46d28d8054a7b429955e8fc0c253ba0afd6"
 PRETRAINED = {
     "rna-fm": Pretrained(
         name="rna-fm",
-        repo_id="cuhkaih/rnafm",  # the RNA-FM authors' own Hub repository
+        repo_id=_REPO,
+        revision=_REVISION,
         filename="RNA-FM_pretrained.pth",
         sha256="5b5d7d87b37c291ef42c140ef9edf7aea29f255fa2a4fd435f776c52e93d5e99",
         size=1194424423,
         description="RNA-FM (12 layers, 640 hidden, 23M ncRNAs from RNAcentral)",
+    ),
+    "mrna-fm": Pretrained(
+        name="mrna-fm",
+        repo_id=_REPO,
+        revision=_REVISION,
+        filename="mRNA-FM_pretrained.pth",
+        sha256="413324520d35f00bf5419a85033b18e11eb57bc1356a752660f8d75d3ef7624f",
+        size=None,
+        description="mRNA-FM (12 layers, 1280 hidden, codon tokens, coding sequences)",
     ),
 }
 
@@ -85,7 +99,9 @@ def _hf_download(entry: Pretrained, folder: Path) -> Path:
     """Fetch ``entry`` from the Hub into ``folder`` (the network step; replaced in tests)."""
     from huggingface_hub import hf_hub_download
 
-    return Path(hf_hub_download(entry.repo_id, entry.filename, local_dir=folder))
+    return Path(
+        hf_hub_download(entry.repo_id, entry.filename, revision=entry.revision, local_dir=folder)
+    )
 
 
 def sha256_file(path: Path) -> str:
@@ -116,7 +132,7 @@ def pretrained_path(
     Parameters
     ----------
     name : str
-        A key of ``PRETRAINED`` (``"rna-fm"``).
+        A key of ``PRETRAINED``: ``"rna-fm"`` or ``"mrna-fm"``.
     download : callable, optional
         ``download(entry, folder) -> path`` fetching the file into ``folder``; defaults to
         the Hugging Face Hub.
@@ -146,7 +162,8 @@ def pretrained_path(
     entry = PRETRAINED[name]
     dest = cache_dir() / entry.name / entry.filename
     if dest.exists():
-        if dest.stat().st_size == entry.size:
+        # Files only get here after the SHA-256 check (atomic move): the size is a cheap guard.
+        if entry.size is None or dest.stat().st_size == entry.size:
             return dest
         logger.warning("Cached %s has the wrong size; downloading it again.", dest)
     if _offline():
@@ -154,17 +171,19 @@ def pretrained_path(
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".download-"))
     try:
-        logger.info("Downloading %s (%.0f MB) from %s", entry.filename, entry.size / 1e6, entry.url)
+        logger.info("Downloading %s from %s", entry.filename, entry.url)
         try:
             fetched = (download or _hf_download)(entry, tmp)
         except Exception as exc:  # network, HTTP, disk: all end in the same advice
             raise _unavailable(entry, dest, f"the download failed ({exc})") from exc
         size = fetched.stat().st_size
-        digest = sha256_file(fetched) if size == entry.size else "(not computed)"
-        if size != entry.size or digest != entry.sha256:
+        size_ok = entry.size is None or size == entry.size
+        digest = sha256_file(fetched) if size_ok else "(not computed)"
+        if not size_ok or digest != entry.sha256:
+            expected = f"{entry.size} bytes with " if entry.size is not None else ""
             raise CheckpointError(
                 f"Downloaded {entry.filename} from {entry.url} failed the integrity check: "
-                f"expected {entry.size} bytes with SHA-256 {entry.sha256}, got {size} bytes with "
+                f"expected {expected}SHA-256 {entry.sha256}, got {size} bytes with "
                 f"SHA-256 {digest}. The file was discarded; try again later."
             )
         os.replace(fetched, dest)

@@ -84,7 +84,10 @@ def test_offline_gives_actionable_error(var, monkeypatch, fake_entry):
     assert calls == []
     assert "offline mode is on" in msg
     assert "model='/path/to/RNA-FM_pretrained.pth'" in msg
-    assert "https://huggingface.co/cuhkaih/rnafm/resolve/main/RNA-FM_pretrained.pth" in msg
+    assert (
+        "https://huggingface.co/cuhkaih/rnafm/resolve/91d4a46d28d8054a7b429955e8fc0c253ba0afd6/"
+        "RNA-FM_pretrained.pth" in msg
+    )
     assert str(cache_dir() / "rna-fm" / "RNA-FM_pretrained.pth") in msg
 
 
@@ -111,10 +114,25 @@ def test_unknown_name():
         pretrained_path("rna-fm2")
 
 
+def test_mrna_fm_is_registered_with_a_pinned_digest(monkeypatch):
+    entry = PRETRAINED["mrna-fm"]
+    assert entry.filename == "mRNA-FM_pretrained.pth" and len(entry.sha256) == 64
+    payload = b"not the mRNA-FM weights"
+    with pytest.raises(CheckpointError, match=f"expected SHA-256 {entry.sha256}, got 23 bytes"):
+        pretrained_path("mrna-fm", download=_writer(payload, []))
+
+
+def test_named_models_error_names_both(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailableError, match="'mrna-fm' weights are not in the cache"):
+        load_model("mrna-fm")
+
+
 @pytest.mark.network
-def test_hub_file_matches_pinned_size():
+def test_hub_files_exist_at_the_pinned_revision():
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
-    entry = PRETRAINED["rna-fm"]
-    meta = get_hf_file_metadata(hf_hub_url(entry.repo_id, entry.filename))
-    assert meta.size == entry.size
+    for entry in PRETRAINED.values():
+        url = hf_hub_url(entry.repo_id, entry.filename, revision=entry.revision)
+        meta = get_hf_file_metadata(url)
+        assert entry.size is None or meta.size == entry.size

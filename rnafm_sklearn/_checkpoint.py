@@ -104,7 +104,11 @@ def _to_encoder(state: Mapping[str, torch.Tensor], cfg: RnaFmConfig, source: Pat
             native[key.replace("q_proj", "qkv_proj")] = torch.cat(qkv, dim=0)
         elif ".self_attn.k_proj." not in key and ".self_attn.v_proj." not in key:
             native[key] = state[key]
-    native = {k: v.detach().to(torch.float32).contiguous() for k, v in native.items()}
+    # Own copies: the source may be a memory-mapped file that someone could overwrite later.
+    native = {
+        k: v.detach().to(torch.float32).clone(memory_format=torch.contiguous_format)
+        for k, v in native.items()
+    }
     # The official loader zeroes the <mask> embedding ("for token drop"); so do we. The
     # <null_i> rows are padding of the vocabulary that no input ever uses: zeroed too, so that
     # the same weights give the same fingerprint whatever format they were stored in.
@@ -114,16 +118,24 @@ def _to_encoder(state: Mapping[str, torch.Tensor], cfg: RnaFmConfig, source: Pat
         if tok == "<mask>" or tok.startswith("<null_"):
             words[i] = 0.0
     native["embed_tokens.weight"] = words
-    encoder = RnaFmEncoder(cfg)
-    encoder.load_state_dict(native, strict=True)
-    return encoder.eval()
+    return RnaFmEncoder.from_state_dict(cfg, native)
 
 
 def _torch_load(path: Path) -> object:
-    """``torch.load`` with ``weights_only=True``; only ``argparse.Namespace`` is allowed."""
+    """``torch.load`` with ``weights_only=True``; only ``argparse.Namespace`` is allowed.
+
+    The file is memory-mapped when its format allows it: the released RNA-FM file (1.2 GB)
+    also holds training state, and only the tensors the encoder uses are then read.
+    """
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc):
+                    raise
+                # legacy (non-zip) serialization cannot be memory-mapped
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"Checkpoint {path} holds Python objects that cannot be loaded safely "
@@ -336,12 +348,10 @@ def _load_native(folder: Path, config: dict) -> RnaFmEncoder:
         )
     cfg = RnaFmConfig(**config["config"])
     state = load_file(weights)
-    encoder = RnaFmEncoder(cfg)
     try:
-        encoder.load_state_dict(state, strict=True)
+        return RnaFmEncoder.from_state_dict(cfg, state)
     except RuntimeError as exc:
         raise CheckpointError(f"{weights} does not match its config: {exc}") from exc
-    return encoder.eval()
 
 
 def save_model(encoder: RnaFmEncoder, folder: str | os.PathLike) -> Path:

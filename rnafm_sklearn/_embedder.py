@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from ._alphabet import Alphabet, get_alphabet, normalize_sequences
 from ._cache import EmbeddingCache
 from ._errors import InvalidParameterError
-from ._inference import POOLINGS, Plan, Runner
+from ._inference import POOLINGS, Plan, Runner, feature_width, n_windows
 from ._models import DTYPES, get_encoder, resolve_device, weights_fingerprint
 
 __all__ = ["RnaFmEmbedder"]
@@ -198,7 +198,7 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
         runner, plan, tokens = self._prepare(X)
         unique, inverse = _deduplicate(tokens)
         if self.cache is None:
-            features = self._run(runner, unique, lambda r, t: r.pooled(t, plan))
+            features = self._run(runner, unique, lambda r, t: r.pooled(t, plan), plan)
         else:
             features = self._cached(runner, plan, unique)
         return features[inverse]
@@ -208,7 +208,7 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
         cache = EmbeddingCache(self.cache)
         keys = self._cache_keys(runner, plan, unique)
         found = cache.get(keys)
-        width = len(self.get_feature_names_out())
+        width = feature_width(plan, runner.encoder.config.hidden_size)
         out = np.empty((len(unique), width), np.float32)
         missing = []
         for i, key in enumerate(keys):
@@ -223,7 +223,9 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
                 cache.put([keys[missing[j]] for j in idx], rows)
 
             todo = [unique[i] for i in missing]
-            out[missing] = self._run(runner, todo, lambda r, t: r.pooled(t, plan, sink=commit))
+            out[missing] = self._run(
+                runner, todo, lambda r, t: r.pooled(t, plan, sink=commit), plan
+            )
         cache.close()
         return out
 
@@ -263,7 +265,7 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
         """
         runner, plan, tokens = self._prepare(X)
         unique, inverse = _deduplicate(tokens)
-        states = self._run(runner, unique, lambda r, t: r.per_token(t, plan))
+        states = self._run(runner, unique, lambda r, t: r.per_token(t, plan), plan)
         return [states[j] for j in inverse]
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
@@ -383,13 +385,16 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
         )
         return [t[keep] if len(t) > limit else t for t in tokens]
 
-    def _run(self, runner: Runner, tokens: list[bytes], work):
+    def _run(self, runner: Runner, tokens: list[bytes], work, plan: Plan):
         show = self.progress is True or (self.progress == "auto" and sys.stderr.isatty())
         if not show or not tokens:
             return work(runner, tokens)
         from tqdm.auto import tqdm
 
-        with tqdm(total=len(tokens), desc="RNA-FM", unit="seq", file=sys.stderr) as bar:
+        # One tick per forward-pass piece: a sequence, or a window of a long one.
+        pieces = sum(n_windows(len(t), runner.window, plan.window_stride) for t in tokens)
+        unit = "seq" if pieces == len(tokens) else "window"
+        with tqdm(total=pieces, desc="RNA-FM", unit=unit, file=sys.stderr) as bar:
             runner.progress = bar.update
             try:
                 return work(runner, tokens)

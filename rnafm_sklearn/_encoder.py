@@ -172,6 +172,17 @@ class RnaFmEncoder(nn.Module):
         self.emb_layer_norm_after = nn.LayerNorm(E, eps=eps)
         self.eval()
 
+    @classmethod
+    def from_state_dict(cls, config: RnaFmConfig, state: dict[str, torch.Tensor]) -> RnaFmEncoder:
+        """Build an encoder that adopts ``state``'s tensors (no random init, no extra copy).
+
+        Keys must match exactly; ``load_state_dict`` raises ``RuntimeError`` otherwise.
+        """
+        with torch.device("meta"):
+            encoder = cls(config)
+        encoder.load_state_dict(state, strict=True, assign=True)
+        return encoder.eval()
+
     @property
     def num_layers(self) -> int:
         return self.config.num_layers

@@ -50,6 +50,12 @@ class _Piece:
     keep: tuple[int, int]  # sequence positions [a, b) whose states are taken from this piece
 
 
+def feature_width(plan: Plan, hidden: int) -> int:
+    """Number of pooled features per sequence."""
+    n_groups = len(plan.layers) if plan.aggregate == "concat" else 1
+    return n_groups * len(plan.poolings) * hidden
+
+
 def window_starts(n: int, window: int, stride: int) -> list[int]:
     """Start of each window over ``n`` tokens; the last window ends exactly at ``n``."""
     if n <= window:
@@ -120,7 +126,8 @@ class Runner:
     batch_tokens : int
         Token budget per forward pass, padding included.
     progress : callable, optional
-        Called with the number of sequences finished after each batch.
+        Called after each batch with the number of pieces it computed (a piece is a whole
+        sequence, or one window of a long one).
     """
 
     def __init__(
@@ -205,9 +212,7 @@ class Runner:
         ``sink(indices, rows)`` is called after every batch with the sequences it completed
         (e.g. to commit them to a cache before the next batch runs).
         """
-        n_groups = len(plan.layers) if plan.aggregate == "concat" else 1
-        hidden = self.encoder.config.hidden_size
-        width = n_groups * len(plan.poolings) * hidden
+        width = feature_width(plan, self.encoder.config.hidden_size)
         out = np.empty((len(token_lists), width), np.float32)
         for finished in self._sequence_states(token_lists, plan):
             idx = [i for i, _ in finished]
@@ -260,8 +265,8 @@ class Runner:
                     # <cls>/<eos> of a windowed sequence: the average over its windows.
                     cls, eos = torch.stack(acc.cls).mean(0), torch.stack(acc.eos).mean(0)
                     finished.append((p.seq, (acc.states, cls, eos)))
-            if self.progress is not None and finished:
-                self.progress(len(finished))
+            if self.progress is not None:
+                self.progress(len(batch))  # pieces: sequences, or windows of long ones
             yield finished
 
 

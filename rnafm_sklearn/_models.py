@@ -67,9 +67,12 @@ def get_encoder(model: str | os.PathLike, device: torch.device, dtype: torch.dty
         if base is None:
             base = load_model(model)
             LOAD_COUNT += 1
-            _remember(base_key, base)
-        encoder = base if key == base_key else _copy_to(base, device, dtype)
-        if encoder is not base:
+        if key == base_key:
+            encoder = base
+        else:
+            # The float32 CPU original is kept only if it was itself requested before: a
+            # bfloat16 or GPU user does not pay for a second copy of the weights.
+            encoder = _copy_to(base, device, dtype)
             encoder._rnafm_fingerprint = weights_fingerprint(base)
         _remember(key, encoder)
         return encoder
@@ -93,9 +96,8 @@ def weights_fingerprint(encoder: RnaFmEncoder) -> str:
 
 
 def _copy_to(base: RnaFmEncoder, device: torch.device, dtype: torch.dtype) -> RnaFmEncoder:
-    encoder = RnaFmEncoder(base.config)
-    encoder.load_state_dict(base.state_dict())
-    return encoder.to(device=device, dtype=dtype).eval()
+    state = {k: v.to(device=device, dtype=dtype) for k, v in base.state_dict().items()}
+    return RnaFmEncoder.from_state_dict(base.config, state)
 
 
 def _remember(key: tuple, encoder: RnaFmEncoder) -> None:

@@ -24,6 +24,7 @@ MODULES = [
 
 
 def readme_blocks() -> list[str]:
+    """The ```python blocks (```py marks examples that need outside resources, e.g. a cluster)."""
     text = (ROOT / "README.md").read_text()
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 

@@ -24,7 +24,7 @@ MODEL = str(TINY_PTH)
 
 
 def emb(**kw):
-    return RnaFmEmbedder(model=MODEL, progress=False, **kw)
+    return RnaFmEmbedder(model=MODEL, **{"progress": False, **kw})
 
 
 def random_rna(n, seed):
@@ -210,3 +210,14 @@ def test_mrna233_window_regression_end_to_end():
     assert pred.shape == (len(df),) and np.isfinite(pred).all()
     rho = spearmanr(pred, df.k_deg_per_hour).statistic
     assert rho > 0.3  # 0.62 with the tiny random model: nucleotide composition carries signal
+
+
+def test_progress_bar_counts_windows(capsys):
+    emb(long_sequences="window", progress=True).transform([random_rna(3000, 6), "ACGU"])
+    err = capsys.readouterr().err
+    assert "RNA-FM" in err and "6/6" in err and "window" in err  # 5 windows + 1 short sequence
+    emb(progress=True).transform(["ACGU", "GGCC", "UUAA"])
+    err = capsys.readouterr().err
+    assert "3/3" in err and "seq" in err
+    emb(progress=False).transform(["ACGU"])
+    assert capsys.readouterr().err == ""

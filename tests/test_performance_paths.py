@@ -1,0 +1,82 @@
+"""Behaviour of the fast paths: OOM back-off, thread settings, reduced precision."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_PTH
+
+import rnafm_sklearn._models as models
+from rnafm_sklearn import RnaFmEmbedder
+from rnafm_sklearn._inference import pack_batches
+
+MODEL = str(TINY_PTH)
+
+
+def emb(**kw):
+    return RnaFmEmbedder(model=MODEL, progress=False, **kw)
+
+
+def test_out_of_memory_halves_the_batch_and_retries(monkeypatch, caplog, real_sequences):
+    expected = emb(batch_tokens=1_000_000).transform(real_sequences)
+    encoder = models.get_encoder(MODEL, torch.device("cpu"), torch.float32)
+    real_forward = type(encoder).forward
+    sizes = []
+
+    def forward(self, tokens, layers=-1):
+        sizes.append(tokens.shape[0])
+        if tokens.shape[0] > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(self, tokens, layers)
+
+    monkeypatch.setattr(type(encoder), "forward", forward)
+    with caplog.at_level(logging.WARNING, logger="rnafm_sklearn"):
+        X = emb(batch_tokens=1_000_000).transform(real_sequences)
+    np.testing.assert_allclose(X, expected, atol=1e-6, rtol=0)
+    assert sizes[0] == len(real_sequences) and max(sizes[1:]) <= len(real_sequences) // 2
+    assert "Out of memory on a batch of 24 sequences; retrying in halves." in caplog.text
+
+
+def test_other_runtime_errors_are_not_swallowed(monkeypatch, real_sequences):
+    encoder = models.get_encoder(MODEL, torch.device("cpu"), torch.float32)
+
+    def forward(self, tokens, layers=-1):
+        raise RuntimeError("something else broke")
+
+    monkeypatch.setattr(type(encoder), "forward", forward)
+    with pytest.raises(RuntimeError, match="something else broke"):
+        emb().transform(real_sequences)
+
+
+def test_user_thread_setting_is_respected(real_sequences):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        emb().transform(real_sequences[:3])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_bfloat16_is_close_to_float32(real_sequences):
+    a = emb().transform(real_sequences)
+    b = emb(dtype="bfloat16").transform(real_sequences)
+    assert b.dtype == np.float32
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.999
+    assert np.abs(a - b).max() > 1e-4  # and it really ran in reduced precision
+
+
+@pytest.mark.parametrize("budget", [1, 50, 1024, 10_000])
+def test_pack_batches_respects_the_budget(budget):
+    rng = np.random.default_rng(budget)
+    lengths = rng.integers(3, 1025, size=300).tolist()
+    batches = pack_batches(lengths, budget)
+    assert sorted(i for b in batches for i in b) == list(range(300))
+    for b in batches:
+        width = max(lengths[i] for i in b)
+        assert width * len(b) <= budget or len(b) == 1
+    # longest first, and each batch as full as the budget allows
+    widths = [max(lengths[i] for i in b) for b in batches]
+    assert widths == sorted(widths, reverse=True)

@@ -14,19 +14,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-import pandas as pd
+from _common import full_size_checkpoint, rfam
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from _official import make_official_checkpoint  # noqa: E402
-
-from rnafm_sklearn import RnaFmEmbedder, read_fasta  # noqa: E402
-from rnafm_sklearn.dask import embed  # noqa: E402
+from rnafm_sklearn import RnaFmEmbedder
+from rnafm_sklearn.dask import embed
 
 
 def main(argv=None) -> int:
@@ -36,14 +29,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=240)
     args = p.parse_args(argv)
-    ckpt = make_official_checkpoint(
-        Path(tempfile.mkdtemp()) / "RNA-FM_full.pth", layers=12, embed_dim=640, heads=20,
-        ffn=5120, seed=1,
-    )  # fmt: skip
-    seqs = pd.concat(
-        read_fasta(ROOT / "data" / "rnafm-rfam3" / f"{f}.fasta")
-        for f in ("RF00001", "RF00005", "RF00010")
-    ).sample(args.n, random_state=0)
+    ckpt = full_size_checkpoint()
+    seqs = rfam(args.n).sequence
     emb = RnaFmEmbedder(model=str(ckpt), device="cpu", progress=False)
     rates = {}
     for workers, threads in ((1, 1), (2, 1), (1, 2)):

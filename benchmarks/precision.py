@@ -11,36 +11,23 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
+from _common import full_size_checkpoint, rfam
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from _official import make_official_checkpoint  # noqa: E402
-
-from rnafm_sklearn import RnaFmEmbedder, read_fasta  # noqa: E402
+from rnafm_sklearn import RnaFmEmbedder
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=300)
     args = p.parse_args(argv)
-    ckpt = make_official_checkpoint(
-        Path(tempfile.mkdtemp()) / "RNA-FM_full.pth", layers=12, embed_dim=640, heads=20,
-        ffn=5120, seed=1,
-    )  # fmt: skip
-    df = pd.concat(
-        pd.DataFrame({"sequence": read_fasta(ROOT / "data" / "rnafm-rfam3" / f"{f}.fasta"), "y": f})
-        for f in ("RF00001", "RF00005", "RF00010")
-    ).sample(args.n, random_state=0)
+    ckpt = full_size_checkpoint()
+    df = rfam(args.n)
     X = {
         dt: RnaFmEmbedder(model=str(ckpt), dtype=dt, device="cpu", progress=False).transform(
             df.sequence

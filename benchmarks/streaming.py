@@ -20,26 +20,14 @@ import json
 import resource
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-FULL = {"layers": 12, "embed_dim": 640, "heads": 20, "ffn": 5120}
+from _common import full_size_checkpoint, mrna233, rfam
 
 
 def mixed_sequences(n: int, seed: int = 0) -> list[str]:
-    import pandas as pd
-
-    from rnafm_sklearn import read_fasta
-
-    pool = []
-    for fam in ("RF00001", "RF00005", "RF00010"):
-        pool += read_fasta(ROOT / "data" / "rnafm-rfam3" / f"{fam}.fasta").tolist()
-    mrna = pd.read_csv(ROOT / "data" / "mrna233-degradation" / "233x_sequences_degdata_081120.csv")
-    pool += mrna.RNA_sequence.tolist()[:40]
+    pool = rfam().sequence.tolist() + mrna233().RNA_sequence.tolist()[:40]
     rng = np.random.default_rng(seed)
     seen: set[str] = set()
     out = []
@@ -60,13 +48,7 @@ def child(args: argparse.Namespace) -> None:
     if args.what == "many":
         seqs = mixed_sequences(args.n)
     else:
-        import pandas as pd
-
-        mrna = pd.read_csv(
-            ROOT / "data" / "mrna233-degradation" / "233x_sequences_degdata_081120.csv"
-        )
-        s = "".join(mrna.RNA_sequence.tolist())
-        seqs = [s[: args.length]]
+        seqs = ["".join(mrna233().RNA_sequence)[: args.length]]
     emb = RnaFmEmbedder(
         model=args.model, long_sequences="window", dtype=args.dtype, device="cpu", progress=False
     )
@@ -106,10 +88,7 @@ def main(argv=None) -> int:
     if args.what:
         child(args)
         return 0
-    sys.path.insert(0, str(ROOT / "tests"))
-    from _official import make_official_checkpoint
-
-    ckpt = make_official_checkpoint(Path(tempfile.mkdtemp()) / "RNA-FM_full.pth", **FULL, seed=1)
+    ckpt = full_size_checkpoint()
     runs = [["--child", "many", "--n", str(args.n)]]
     runs += [["--child", "long", "--length", x] for x in args.lengths.split(",")]
     for extra in runs:

@@ -30,23 +30,16 @@ import platform
 import resource
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from _common import full_size_checkpoint, mrna233, rfam
+from _official import load_official, official_tokens
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from _official import load_official, make_official_checkpoint, official_tokens  # noqa: E402
-
-from rnafm_sklearn import RnaFmEmbedder, read_fasta  # noqa: E402
-from rnafm_sklearn._embedder import DEFAULT_BATCH_TOKENS  # noqa: E402
-from rnafm_sklearn._inference import pack_batches  # noqa: E402
-
-FULL = {"layers": 12, "embed_dim": 640, "heads": 20, "ffn": 5120}
+from rnafm_sklearn import RnaFmEmbedder
+from rnafm_sklearn._embedder import DEFAULT_BATCH_TOKENS
+from rnafm_sklearn._inference import pack_batches
 
 
 def linear_flops_per_token(E=640, F_=5120, L=12) -> float:
@@ -70,12 +63,8 @@ def matmul_rate(dtype: torch.dtype, repeats: int = 10) -> float:
 
 
 def real_sequences(n: int, seed: int = 0) -> list[str]:
-    import pandas as pd
-
-    frames = [read_fasta(ROOT / "data" / "rnafm-rfam3" / f"RF0000{k}.fasta") for k in (1, 5)]
-    frames.append(read_fasta(ROOT / "data" / "rnafm-rfam3" / "RF00010.fasta"))
-    pool = pd.concat(frames).tolist()
-    mrna = pd.read_csv(ROOT / "data" / "mrna233-degradation" / "233x_sequences_degdata_081120.csv")
+    pool = rfam().sequence.tolist()
+    mrna = mrna233()
     rng = np.random.default_rng(seed)
     # mRNA slices of 500-1022 nt stand in for longer RNAcentral entries
     for s in mrna.RNA_sequence.sample(n // 10 + 1, random_state=seed):
@@ -115,8 +104,7 @@ def main(argv=None) -> int:
     p.add_argument("--memory", type=int, metavar="N", help="peak RSS of ours on N sequences")
     args = p.parse_args(argv)
     torch.manual_seed(0)
-    tmp = Path(tempfile.mkdtemp())
-    ckpt = make_official_checkpoint(tmp / "RNA-FM_full.pth", **FULL, seed=1)
+    ckpt = full_size_checkpoint()
 
     if args.memory:
         seqs = (real_sequences(2000) * (args.memory // 2000 + 1))[: args.memory]

@@ -140,12 +140,7 @@ class EmbeddingCache:
                     else:
                         found[key] = np.frombuffer(vec, dtype=np.float32).copy()
         except sqlite3.DatabaseError as exc:
-            warnings.warn(
-                f"Embedding cache {self.path} could not be read ({exc}); recomputing.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            self._reset_after_error(exc)
+            self._failed("could not be read; recomputing", exc)
             return {}
         if bad:
             warnings.warn(
@@ -157,7 +152,9 @@ class EmbeddingCache:
             self._delete(bad)
         return found
 
-    def _reset_after_error(self, exc: BaseException) -> None:
+    def _failed(self, what: str, exc: BaseException) -> None:
+        """Warn about a database error mid-operation, then start over on a sound file."""
+        warnings.warn(f"Embedding cache {self.path} {what} ({exc}).", RuntimeWarning, stacklevel=4)
         self.close()
         try:
             self._conn, self._pid = self._recover(exc), os.getpid()
@@ -183,12 +180,7 @@ class EmbeddingCache:
             with _transaction(conn):
                 conn.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)", rows)
         except sqlite3.DatabaseError as exc:
-            warnings.warn(
-                f"Embedding cache {self.path}: could not store {len(rows)} entries ({exc}).",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            self._reset_after_error(exc)
+            self._failed(f"could not store {len(rows)} entries", exc)
 
     # ---------------------------------------------------------------------- inspection
     def __len__(self) -> int:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ._alphabet import get_alphabet
 from ._encoder import RnaFmEncoder
 
 logger = logging.getLogger("rnafm_sklearn")
@@ -141,12 +142,8 @@ class Runner:
         self.batch_tokens = batch_tokens
         self.progress = progress
         self.device = next(encoder.parameters()).device
-        alphabet_pad = encoder.padding_idx
-        self.pad = alphabet_pad
-        from ._alphabet import get_alphabet
-
         alphabet = get_alphabet(encoder.config.alphabet)
-        self.cls, self.eos = alphabet.cls_idx, alphabet.eos_idx
+        self.pad, self.cls, self.eos = alphabet.padding_idx, alphabet.cls_idx, alphabet.eos_idx
         self.window = encoder.config.max_sequence_tokens
 
     # ------------------------------------------------------------------ pieces and batches

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import sqlite3
 import time
 import warnings
@@ -30,6 +31,24 @@ _FILE_NAME = "rnafm-embeddings.sqlite3"
 _SCHEMA_VERSION = 1
 _BUSY_TIMEOUT_S = 120.0
 _CHUNK = 500  # keys per SELECT (SQLite limits bound parameters)
+
+
+def _is_corruption(exc: BaseException) -> bool:
+    """True for a damaged or foreign file; False for busy/locked and other transient errors."""
+    name = getattr(exc, "sqlite_errorname", "") or ""  # Python >= 3.11
+    # a truncated file reads short: as damaged as a malformed one
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_IOERR_SHORT_READ")):
+        return True
+    if name or isinstance(exc, sqlite3.OperationalError):
+        return False
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """True when another connection holds a lock: worth waiting for, never a reason to reset."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc).lower()
 
 
 def _digest(vec: bytes) -> bytes:
@@ -80,12 +99,38 @@ class EmbeddingCache:
         try:
             conn = self._open()
         except sqlite3.DatabaseError as exc:
+            if not _is_corruption(exc):
+                raise
             conn = self._recover(exc)
         self._conn, self._pid = conn, os.getpid()
         return conn
 
     def _open(self) -> sqlite3.Connection:
+        """Open (creating if needed), retrying while another process holds a lock.
+
+        Switching a new file to WAL mode can report "database is locked" at once, without
+        waiting for the busy timeout, when several processes create the cache together.
+        """
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        while True:
+            try:
+                return self._open_once()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05 + 0.1 * random.random())
+
+    def _open_once(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            self._initialise(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @staticmethod
+    def _initialise(conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(
@@ -97,7 +142,6 @@ class EmbeddingCache:
             "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(_SCHEMA_VERSION),)
         )
         conn.execute("SELECT count(*) FROM embeddings").fetchone()  # touches every page header
-        return conn
 
     def _recover(self, exc: BaseException) -> sqlite3.Connection:
         broken = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
@@ -131,9 +175,8 @@ class EmbeddingCache:
             for start in range(0, len(keys), _CHUNK):
                 chunk = list(keys[start : start + _CHUNK])
                 marks = ",".join("?" * len(chunk))
-                rows = conn.execute(
-                    f"SELECT key, dim, vec, digest FROM embeddings WHERE key IN ({marks})", chunk
-                ).fetchall()
+                query = f"SELECT key, dim, vec, digest FROM embeddings WHERE key IN ({marks})"
+                rows = _retrying(lambda q=query, c=chunk: conn.execute(q, c).fetchall())
                 for key, dim, vec, digest in rows:
                     if len(vec) != 4 * dim or _digest(vec) != digest:
                         bad.append(key)
@@ -153,9 +196,15 @@ class EmbeddingCache:
         return found
 
     def _failed(self, what: str, exc: BaseException) -> None:
-        """Warn about a database error mid-operation, then start over on a sound file."""
+        """Warn about a database error mid-operation; start over on a fresh file if corrupt.
+
+        A busy or locked database (another process holding a lock past the timeout) is only
+        reported: moving a file aside that others are using would lose their entries.
+        """
         warnings.warn(f"Embedding cache {self.path} {what} ({exc}).", RuntimeWarning, stacklevel=4)
         self.close()
+        if not _is_corruption(exc):
+            return
         try:
             self._conn, self._pid = self._recover(exc), os.getpid()
         except sqlite3.DatabaseError:  # pragma: no cover - disk itself failing
@@ -175,10 +224,14 @@ class EmbeddingCache:
         for key, vec in zip(keys, vectors, strict=True):
             blob = vec.tobytes()
             rows.append((key, vec.shape[0], blob, _digest(blob), now))
-        try:
-            conn = self._connect()
+
+        def write() -> None:
             with _transaction(conn):
                 conn.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)", rows)
+
+        try:
+            conn = self._connect()
+            _retrying(write)
         except sqlite3.DatabaseError as exc:
             self._failed(f"could not store {len(rows)} entries", exc)
 
@@ -226,6 +279,22 @@ class EmbeddingCache:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             conn.execute("VACUUM")
         return removed
+
+
+def _retrying(operation):
+    """Run ``operation()``, retrying while SQLite reports a transient busy/locked state.
+
+    WAL databases can answer SQLITE_BUSY at once (without the busy timeout) while another
+    process recovers or checkpoints the log; giving up there would drop cache entries.
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    while True:
+        try:
+            return operation()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05 + 0.1 * random.random())
 
 
 class _transaction:

@@ -237,3 +237,56 @@ def test_unwritable_cache_location(tmp_path):
     blocker.write_text("x")
     with pytest.raises((PermissionError, FileExistsError, NotADirectoryError)):
         emb(blocker / "sub").transform(["ACGU"])
+
+
+def _writer_worker(cache, start, barrier):
+    barrier.wait()  # every process opens the brand-new file at the same moment
+    rows = np.full((50, 4), start, np.float32)
+    for i in range(0, 50, 5):  # many small transactions, each on a new connection
+        keys = [f"k{start + j}".encode() for j in range(i, i + 5)]
+        c = EmbeddingCache(cache)  # as transform() does: open, read, write, close
+        c.get(keys)
+        c.put(keys, rows[i : i + 5])
+        c.close()
+
+
+def test_many_processes_creating_the_same_cache_lose_nothing(tmp_path):
+    """Regression: a 'database is locked' while switching a new file to WAL mode was taken
+    for corruption and the file moved aside, losing the other processes' entries."""
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(4)
+    procs = [
+        ctx.Process(target=_writer_worker, args=(str(tmp_path), 1000 * i, barrier))
+        for i in range(4)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    cache = EmbeddingCache(tmp_path)
+    assert len(cache) == 200
+    assert not any(".corrupt-" in p.name for p in tmp_path.iterdir())
+    got = cache.get([f"k{3000 + j}".encode() for j in range(50)])
+    assert len(got) == 50 and all((v == 3000).all() for v in got.values())
+
+
+def test_a_locked_database_is_waited_for_not_moved_aside(tmp_path, monkeypatch):
+    """'database is locked' is transient: retried, never taken for corruption."""
+    import rnafm_sklearn._cache as cache_module
+
+    cache = EmbeddingCache(tmp_path)
+    cache.put([b"a"], np.ones((1, 2), np.float32))
+    real = cache_module._transaction.__enter__
+    calls = []
+
+    def flaky_enter(self):
+        calls.append(1)
+        if len(calls) <= 2:
+            raise sqlite3.OperationalError("database is locked")
+        return real(self)
+
+    monkeypatch.setattr(cache_module._transaction, "__enter__", flaky_enter)
+    cache.put([b"b"], np.zeros((1, 2), np.float32))
+    assert len(calls) == 3 and len(cache) == 2
+    assert not any(".corrupt-" in p.name for p in tmp_path.iterdir())

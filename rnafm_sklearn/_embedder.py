@@ -179,6 +179,10 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
         self._prepare(X)
         return self
 
+    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
+        """``fit(X).transform(X)``, validating and tokenising ``X`` once instead of twice."""
+        return self.transform(X)
+
     def transform(self, X: Any) -> np.ndarray:
         """Embed sequences.
 

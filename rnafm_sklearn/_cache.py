@@ -111,14 +111,7 @@ class EmbeddingCache:
         Switching a new file to WAL mode can report "database is locked" at once, without
         waiting for the busy timeout, when several processes create the cache together.
         """
-        deadline = time.monotonic() + _BUSY_TIMEOUT_S
-        while True:
-            try:
-                return self._open_once()
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05 + 0.1 * random.random())
+        return _retrying(self._open_once)
 
     def _open_once(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
@@ -212,8 +205,13 @@ class EmbeddingCache:
 
     def _delete(self, keys: Iterable[bytes]) -> None:
         conn = self._connect()
-        with _transaction(conn):
-            conn.executemany("DELETE FROM embeddings WHERE key = ?", [(k,) for k in keys])
+        rows = [(k,) for k in keys]
+
+        def delete() -> None:
+            with _transaction(conn):
+                conn.executemany("DELETE FROM embeddings WHERE key = ?", rows)
+
+        _retrying(delete)
 
     # ------------------------------------------------------------------------- writing
     def put(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:

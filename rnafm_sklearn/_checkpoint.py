@@ -112,12 +112,10 @@ def _to_encoder(state: Mapping[str, torch.Tensor], cfg: RnaFmConfig, source: Pat
     # The official loader zeroes the <mask> embedding ("for token drop"); so do we. The
     # <null_i> rows are padding of the vocabulary that no input ever uses: zeroed too, so that
     # the same weights give the same fingerprint whatever format they were stored in.
-    alphabet = get_alphabet(cfg.alphabet)
-    words = native["embed_tokens.weight"].clone()
-    for i, tok in enumerate(alphabet.tokens):
+    words = native["embed_tokens.weight"]  # already our own copy (above)
+    for i, tok in enumerate(get_alphabet(cfg.alphabet).tokens):
         if tok == "<mask>" or tok.startswith("<null_"):
             words[i] = 0.0
-    native["embed_tokens.weight"] = words
     return RnaFmEncoder.from_state_dict(cfg, native)
 
 

@@ -7,6 +7,7 @@ This module knows nothing of scikit-learn, file formats or sequences as strings:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
@@ -101,23 +102,127 @@ class RnaFmConfig:
         return asdict(self)
 
 
+@functools.cache
+def _onednn_linear_ops() -> tuple | None:
+    """PyTorch's oneDNN ``(reorder weight, linear)`` operators, if this build has them."""
+    try:
+        if not torch.backends.mkldnn.is_available():
+            return None
+        return torch.ops.mkldnn._reorder_linear_weight, torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_PACKABLE = (torch.float32, torch.bfloat16)
+# post-op arguments of mkldnn::_linear_pointwise; GELU algorithm "none" is the exact erf GELU
+_GELU, _NO_ACTIVATION = ("gelu", [], "none"), ("none", [], "")
+
+
+class _Linear(nn.Linear):
+    """``nn.Linear`` that can run its CPU matrix products with a pre-packed oneDNN weight.
+
+    On x86 CPUs, oneDNN with the weight laid out once in its blocked format beats the BLAS
+    call behind ``F.linear`` by 10-25 % in float32 and ~9 % in bfloat16 (measured in
+    ``benchmarks/throughput.py``); it also applies GELU to the output while it is in cache.
+    :meth:`pack` swaps ``weight`` for the packed copy (no second copy is kept);
+    ``state_dict()`` still returns the ordinary dense weight, bit for bit.
+    """
+
+    _packed: torch.Tensor | None = None
+
+    def pack(self) -> bool:
+        """Use a packed oneDNN weight from now on; ``False`` (and no change) if unsupported."""
+        if self._packed is not None:
+            return True
+        ops, weight = _onednn_linear_ops(), self.weight
+        if ops is None or weight.device.type != "cpu" or weight.dtype not in _PACKABLE:
+            return False
+        reorder, linear = ops
+        try:
+            packed = reorder(weight.detach(), None)
+            # Only an operator that reproduces the dense product is used.
+            probe = torch.linspace(-1, 1, 3 * self.in_features, dtype=weight.dtype)
+            probe = probe.view(3, self.in_features)
+            got = linear(probe, packed, self.bias, "none", [], "")
+            want = F.linear(probe, weight, self.bias)
+            if not torch.allclose(got.float(), want.float(), rtol=1e-2, atol=1e-2):
+                return False
+        except RuntimeError:
+            return False
+        self._packed = packed
+        del self.weight  # the Parameter; the packed copy replaces it
+        self.register_parameter("weight", None)
+        return True
+
+    def forward(
+        self, x: torch.Tensor, *, gelu: bool = False, add: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``x @ W.T + b``, then the exact (erf) GELU if ``gelu``, then ``+ add`` if given."""
+        if self._packed is None:
+            y = F.linear(x, self.weight, self.bias)
+            y = F.gelu(y) if gelu else y
+        else:
+            linear = _onednn_linear_ops()[1]  # type: ignore[index]
+            y = linear(x, self._packed, self.bias, *(_GELU if gelu else _NO_ACTIVATION))
+        return y if add is None else y.add_(add)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):  # noqa: ANN001
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self._packed is not None:
+            destination[prefix + "weight"] = self._packed.to_dense()
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", onednn_packed=True" if self._packed is not None else "")
+
+
 class _SelfAttention(nn.Module):
     """Multi-head self-attention with a fused q/k/v projection."""
 
     def __init__(self, cfg: RnaFmConfig):
         super().__init__()
         self.num_heads = cfg.num_heads
-        self.qkv_proj = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
-        self.out_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.qkv_proj = _Linear(cfg.hidden_size, 3 * cfg.hidden_size)
+        self.out_proj = _Linear(cfg.hidden_size, cfg.hidden_size)
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-        B, T, E = x.shape
-        # (B, T, 3E) => (3, B, H, T, D)
-        q, k, v = self.qkv_proj(x).view(B, T, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+    def forward(self, h: torch.Tensor, residual: torch.Tensor, layout: _Layout) -> torch.Tensor:
+        """``residual + attention(h)`` for the real tokens ``h``, ``(N, E)``."""
+        B, T = layout.shape
+        E = h.shape[1]
+        qkv = layout.pad(self.qkv_proj(h))  # (B * T, 3E)
+        # (B, T, 3, H, D) => (3, B, H, T, D)
+        q, k, v = qkv.view(B, T, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         # scale = head_dim ** -0.5, as the official code scales q
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
-        # (B, H, T, D) => (B, T, E)
-        return self.out_proj(y.transpose(1, 2).reshape(B, T, E))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.keep)
+        # (B, H, T, D) => (B * T, E) => real tokens only
+        y = layout.unpad(y.transpose(1, 2).reshape(B * T, E))
+        return self.out_proj(y, add=residual)
+
+
+class _Layout:
+    """Where the real tokens of a padded ``(B, T)`` batch are.
+
+    Everything but attention runs on the real tokens only, flattened to ``(N, E)``: padding
+    costs no matrix products. Attention scatters them back into ``(B, T)`` rows.
+    """
+
+    def __init__(self, pad: torch.Tensor):
+        self.shape = tuple(pad.shape)
+        if pad.any():
+            self.index: torch.Tensor | None = (~pad).reshape(-1).nonzero().squeeze(1)
+            self.keep: torch.Tensor | None = (~pad)[:, None, None, :]  # True = attend
+        else:
+            self.index = self.keep = None
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B * T, C)`` => ``(N, C)``."""
+        return x if self.index is None else x.index_select(0, self.index)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C)`` => ``(B * T, C)``, zeros at the padding."""
+        if self.index is None:
+            return x
+        out = x.new_zeros(self.shape[0] * self.shape[1], x.shape[1])
+        return out.index_copy_(0, self.index, x)
 
 
 class _Layer(nn.Module):
@@ -128,12 +233,12 @@ class _Layer(nn.Module):
         self.self_attn_layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.self_attn = _SelfAttention(cfg)
         self.final_layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.fc1 = nn.Linear(cfg.hidden_size, cfg.ffn_size)
-        self.fc2 = nn.Linear(cfg.ffn_size, cfg.hidden_size)
+        self.fc1 = _Linear(cfg.hidden_size, cfg.ffn_size)
+        self.fc2 = _Linear(cfg.ffn_size, cfg.hidden_size)
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.self_attn(self.self_attn_layer_norm(x), keep)
-        return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))  # exact erf GELU
+    def forward(self, x: torch.Tensor, layout: _Layout) -> torch.Tensor:
+        x = self.self_attn(self.self_attn_layer_norm(x), x, layout)
+        return self.fc2(self.fc1(self.final_layer_norm(x), gelu=True), add=x)  # exact erf GELU
 
 
 class RnaFmEncoder(nn.Module):
@@ -217,7 +322,7 @@ class RnaFmEncoder(nn.Module):
         Returns
         -------
         dict of int to torch.Tensor of shape (B, T, hidden_size)
-            Rows of ``<pad>`` tokens hold meaningless values: mask them when pooling.
+            Rows of ``<pad>`` tokens are zero.
         """
         wanted = set(self.normalize_layers(layers))
         if tokens.dim() != 2:
@@ -228,6 +333,7 @@ class RnaFmEncoder(nn.Module):
                 f"positions ({self.config.max_sequence_tokens} plus <cls> and <eos>)."
             )
         pad = tokens.eq(self.padding_idx)  # (B, T)
+        B, T = tokens.shape
         x = self.embed_tokens(tokens)
         if self.config.token_dropout:
             is_mask = tokens.eq(self.mask_idx)
@@ -240,17 +346,30 @@ class RnaFmEncoder(nn.Module):
         x = x + self.embed_positions(positions)
         if self.emb_layer_norm_before is not None:
             x = self.emb_layer_norm_before(x)
-        x = x.masked_fill(pad.unsqueeze(-1), 0.0)
+        layout = _Layout(pad)
+        x = layout.unpad(x.reshape(B * T, -1))  # (N, E): real tokens only from here on
+
+        def padded(h: torch.Tensor) -> torch.Tensor:
+            return layout.pad(h).view(B, T, -1)
 
         out = {}
         if 0 in wanted:
-            out[0] = x
-        keep = (~pad)[:, None, None, :] if pad.any() else None  # (B, 1, 1, T): True = attend
+            out[0] = padded(x)
         last = max(wanted)
         for i, layer in enumerate(self.layers[:last], start=1):
-            x = layer(x, keep)
+            x = layer(x, layout)
             if i == self.config.num_layers:
                 x = self.emb_layer_norm_after(x)
             if i in wanted:
-                out[i] = x
+                out[i] = padded(x)
         return out
+
+    def pack_for_cpu(self) -> bool:
+        """Run the linear layers with pre-packed oneDNN weights (CPU, float32/bfloat16).
+
+        Same results as before to float rounding (the products are summed in another order);
+        ``state_dict()`` is unchanged. Returns ``False`` where oneDNN cannot be used, leaving
+        the encoder as it was. Irreversible: meant for an encoder that only runs inference.
+        """
+        linears = [m for m in self.modules() if isinstance(m, _Linear)]
+        return all([m.pack() for m in linears])

@@ -74,6 +74,10 @@ def get_encoder(model: str | os.PathLike, device: torch.device, dtype: torch.dty
             # bfloat16 or GPU user does not pay for a second copy of the weights.
             encoder = _copy_to(base, device, dtype)
             encoder._rnafm_fingerprint = weights_fingerprint(base)
+        if device.type == "cpu":
+            # Registry encoders only run inference: let oneDNN own the linear weights.
+            # (state_dict() still gives dense weights for copies to other devices/dtypes.)
+            encoder.pack_for_cpu()
         _remember(key, encoder)
         return encoder
 

@@ -1,0 +1,143 @@
+"""The CPU fast path: oneDNN pre-packed linear layers, and no matrix products on padding."""
+
+import numpy as np
+import pytest
+import torch
+from _official import load_official, official_tokens
+from conftest import TINY_PTH
+
+import rnafm_sklearn._encoder as encoder_module
+import rnafm_sklearn._models as models
+from rnafm_sklearn import RnaFmEmbedder, RnaFmEncoder, load_model
+from rnafm_sklearn._encoder import _Linear
+
+TOL = 1e-5
+needs_onednn = pytest.mark.skipif(
+    encoder_module._onednn_linear_ops() is None, reason="this torch build has no oneDNN"
+)
+
+
+def _linears(encoder):
+    return [m for m in encoder.modules() if isinstance(m, _Linear)]
+
+
+def _packed_copy(encoder, dtype=torch.float32):
+    state = {k: v.to(dtype) for k, v in encoder.state_dict().items()}
+    copy = RnaFmEncoder.from_state_dict(encoder.config, state)
+    assert copy.pack_for_cpu()
+    return copy
+
+
+@needs_onednn
+@torch.no_grad()
+def test_packed_encoder_matches_official_every_hidden_state(real_sequences):
+    official, alpha = load_official(TINY_PTH)
+    packed = _packed_copy(load_model(TINY_PTH))
+    assert all(m._packed is not None and m.weight is None for m in _linears(packed))
+    tokens = official_tokens(alpha, real_sequences)
+    ref = official(tokens, repr_layers=[0, 1, 2])["representations"]
+    out = packed(tokens, layers=[0, 1, 2])
+    real = tokens.ne(alpha.padding_idx)
+    assert max((out[k] - ref[k])[real].abs().max().item() for k in ref) <= TOL
+
+
+@needs_onednn
+@torch.no_grad()
+def test_packed_bfloat16_agrees_with_dense_bfloat16(real_sequences):
+    dense = load_model(TINY_PTH)
+    dense16 = RnaFmEncoder.from_state_dict(
+        dense.config, {k: v.bfloat16() for k, v in dense.state_dict().items()}
+    )
+    packed16 = _packed_copy(dense, torch.bfloat16)
+    _, alpha = load_official(TINY_PTH)
+    ids = official_tokens(alpha, real_sequences[:6])
+    a = dense16(ids)[2].float()
+    b = packed16(ids)[2].float()
+    real = ids.ne(alpha.padding_idx)
+    cos = torch.nn.functional.cosine_similarity(a[real], b[real], dim=-1)
+    assert cos.min() > 0.999
+
+
+@needs_onednn
+def test_packing_keeps_the_state_dict_and_fingerprint():
+    dense = load_model(TINY_PTH)
+    before = {k: v.clone() for k, v in dense.state_dict().items()}
+    fingerprint = models.weights_fingerprint(load_model(TINY_PTH))
+    assert dense.pack_for_cpu()
+    after = dense.state_dict()
+    assert sorted(after) == sorted(before)
+    assert all(torch.equal(after[k], before[k]) for k in before)
+    assert models.weights_fingerprint(dense) == fingerprint
+    assert "onednn_packed=True" in repr(dense.layers[0].fc1)
+
+
+def test_without_onednn_nothing_changes(monkeypatch, real_sequences):
+    monkeypatch.setattr(encoder_module, "_onednn_linear_ops", lambda: None)
+    enc = load_model(TINY_PTH)
+    ids = torch.tensor([[0] + [4, 5, 6, 7] * 5 + [2]])
+    expected = enc(ids)[2]
+    assert enc.pack_for_cpu() is False
+    linears = _linears(enc)
+    assert all(m._packed is None and isinstance(m.weight, torch.nn.Parameter) for m in linears)
+    assert torch.equal(enc(ids)[2], expected)
+
+
+def test_a_wrong_operator_is_not_used(monkeypatch):
+    """The probe at packing time rejects an operator that does not reproduce F.linear."""
+
+    def reorder(w, batch):
+        return w.clone()
+
+    def wrong_linear(x, w, b, *post_op):
+        return torch.nn.functional.linear(x, w, b) + 1.0
+
+    monkeypatch.setattr(encoder_module, "_onednn_linear_ops", lambda: (reorder, wrong_linear))
+    enc = load_model(TINY_PTH)
+    assert enc.pack_for_cpu() is False
+    assert all(m._packed is None for m in _linears(enc))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("pack", [False, True])
+def test_padding_costs_no_matrix_products_and_stays_zero(pack, real_sequences):
+    if pack and encoder_module._onednn_linear_ops() is None:
+        pytest.skip("this torch build has no oneDNN")
+    enc = load_model(TINY_PTH)
+    if pack:
+        enc.pack_for_cpu()
+    _, alpha = load_official(TINY_PTH)
+    ids = official_tokens(alpha, real_sequences[:8])
+    n_real = int(ids.ne(alpha.padding_idx).sum())
+    assert n_real < ids.numel()  # the batch is padded
+    rows = []
+    hooks = [
+        m.register_forward_pre_hook(lambda m, a: rows.append(a[0].shape[0])) for m in _linears(enc)
+    ]
+    out = enc(ids, layers=[0, 1, 2])
+    for h in hooks:
+        h.remove()
+    assert rows and set(rows) == {n_real}  # every product sees the real tokens only
+    pads = ids.eq(alpha.padding_idx)
+    for k in out:
+        assert torch.count_nonzero(out[k][pads]) == 0
+
+
+@needs_onednn
+def test_registry_packs_cpu_encoders_but_load_model_does_not(real_sequences):
+    models.clear_model_cache()
+    cpu32 = models.get_encoder(str(TINY_PTH), torch.device("cpu"), torch.float32)
+    cpu16 = models.get_encoder(str(TINY_PTH), torch.device("cpu"), torch.bfloat16)
+    assert all(m._packed is not None for m in _linears(cpu32) + _linears(cpu16))
+    assert all(m._packed is None for m in _linears(load_model(TINY_PTH)))
+    # the bfloat16 copy was made from the packed float32 encoder: its weights are intact
+    dense = load_model(TINY_PTH).state_dict()
+    for k, v in cpu16.state_dict().items():
+        assert torch.equal(v, dense[k].bfloat16()), k
+    # and the embedder (which uses the registry) still matches the unpacked encoder
+    X = RnaFmEmbedder(model=str(TINY_PTH), progress=False).transform(real_sequences[:5])
+    ref = load_model(TINY_PTH)
+    _, alpha = load_official(TINY_PTH)
+    with torch.no_grad():
+        for i, s in enumerate(real_sequences[:5]):
+            h = ref(official_tokens(alpha, [s]))[2][0, 1 : 1 + len(s)].mean(0).numpy()
+            np.testing.assert_allclose(X[i], h, atol=TOL, rtol=0)

@@ -90,7 +90,7 @@ def main(argv=None) -> int:
         return 0
     ckpt = full_size_checkpoint()
     runs = [["--child", "many", "--n", str(args.n)]]
-    runs += [["--child", "long", "--length", x] for x in args.lengths.split(",")]
+    runs += [["--child", "long", "--length", x] for x in args.lengths.split(",") if x]
     for extra in runs:
         cmd = [sys.executable, __file__, *extra, "--model", str(ckpt), "--dtype", args.dtype]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)

@@ -16,12 +16,11 @@ and (b) synthetic 1000-nt sequences. Reports median tokens/s (real tokens: nucle
 matrix-multiply limit: the best measured ``addmm`` rate (what ``F.linear`` calls; FFN shape,
 1024 tokens) divided by the encoder's linear FLOPs per token (2 x (4 E^2 + 2 E F) x layers =
 197 MFLOP); and the same with oneDNN's pre-packed product, the faster kernel we use. Peak RSS of
-the process is reported at the end (ru_maxrss); ``--memory N`` instead measures ours alone on
-N sequences in this process.
+the process is reported at the end (ru_maxrss, both implementations loaded); memory on many
+distinct sequences, each run in a fresh process, is ``benchmarks/streaming.py``.
 
-    python benchmarks/throughput.py            # ~6 min on 2 cores
+    python benchmarks/throughput.py            # ~10 min on 2 cores
     python benchmarks/throughput.py --quick    # < 1 min
-    python benchmarks/throughput.py --memory 10000
 """
 
 from __future__ import annotations
@@ -116,24 +115,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer sequences and rounds (< 1 min)")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--memory", type=int, metavar="N", help="peak RSS of ours on N sequences")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     ckpt = full_size_checkpoint()
-
-    if args.memory:
-        seqs = (real_sequences(2000) * (args.memory // 2000 + 1))[: args.memory]
-        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        emb = RnaFmEmbedder(model=str(ckpt), device="cpu", progress=False)
-        t = time.perf_counter()
-        X = emb.transform(seqs)
-        el = time.perf_counter() - t
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(
-            f"{len(seqs)} sequences ({len(set(seqs))} unique) -> {X.shape} in {el:.0f} s; "
-            f"peak RSS {rss:.0f} MB (before loading: {rss0:.0f} MB)"
-        )
-        return 0
 
     n_real, n_syn, rounds = (10, 2, 1) if args.quick else (70, 12, args.rounds)
     sets = {"real mixed": real_sequences(n_real), "synthetic 1000 nt": synthetic(n_syn)}

@@ -122,7 +122,7 @@ class _Linear(nn.Linear):
     """``nn.Linear`` that can run its CPU matrix products with a pre-packed oneDNN weight.
 
     On x86 CPUs, oneDNN with the weight laid out once in its blocked format beats the BLAS
-    call behind ``F.linear`` by 10-25 % in float32 and ~9 % in bfloat16 (measured in
+    call behind ``F.linear`` by 10-25 % in float32 and ~9 % in bfloat16 at our batch shapes (see
     ``benchmarks/throughput.py``); it also applies GELU to the output while it is in cache.
     :meth:`pack` swaps ``weight`` for the packed copy (no second copy is kept);
     ``state_dict()`` still returns the ordinary dense weight, bit for bit.

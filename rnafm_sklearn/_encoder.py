@@ -185,7 +185,7 @@ class _SelfAttention(nn.Module):
         self.out_proj = _Linear(cfg.hidden_size, cfg.hidden_size)
 
     def forward(self, h: torch.Tensor, residual: torch.Tensor, layout: _Layout) -> torch.Tensor:
-        """``residual + attention(h)`` for the real tokens ``h``, ``(N, E)``."""
+        """``residual + attention(h)`` for the real tokens ``h``, ``(rows, E)``."""
         B, T = layout.shape
         E = h.shape[1]
         qkv = layout.pad(self.qkv_proj(h))  # (B * T, 3E)
@@ -371,7 +371,7 @@ class RnaFmEncoder(nn.Module):
         if self.emb_layer_norm_before is not None:
             x = self.emb_layer_norm_before(x)
         layout = _Layout(pad)
-        x = layout.unpad(x.reshape(B * T, -1))  # (N, E): real tokens only from here on
+        x = layout.unpad(x.reshape(B * T, -1))  # (rows, E): real tokens only from here on
 
         def padded(h: torch.Tensor) -> torch.Tensor:
             return layout.pad(h).view(B, T, -1)

@@ -233,6 +233,9 @@ class _Layout:
         """``(B * T, C)`` => ``(rows, C)``."""
         if self.rows == self.n and self.index is None:
             return x
+        if x.requires_grad:  # autograd records no out= arguments
+            real = x if self.index is None else x.index_select(0, self.index)
+            return F.pad(real, (0, 0, 0, self.rows - self.n))
         out = x.new_zeros(self.rows, x.shape[1])
         if self.index is None:
             out[: self.n] = x

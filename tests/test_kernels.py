@@ -153,3 +153,20 @@ def test_row_buckets_bound_the_number_of_shapes_and_the_waste():
     for k in range(10, 17):  # at most 32 sizes per doubling above 1024
         assert len({b for n, b in sizes.items() if 2**k < n <= 2 ** (k + 1)}) <= 32
     assert _bucketed(1024) == 1024 and _bucketed(1000) == 1024 and _bucketed(5) == 32
+
+
+def test_autograd_runs_through_padded_batches(real_sequences):
+    """load_model() encoders can be fine-tuned: no out= operation on tensors that need grad."""
+    enc = load_model(TINY_PTH)
+    _, alpha = load_official(TINY_PTH)
+    by_length = sorted(real_sequences, key=len)
+    ids = official_tokens(alpha, by_length[:3] + by_length[-1:])
+    with torch.no_grad():
+        expected = enc(ids)[2]
+    out = enc(ids)[2]
+    real = ids.ne(alpha.padding_idx)
+    assert out.requires_grad and (out - expected).abs().max() <= 1e-6
+    out[real].pow(2).mean().backward()
+    grads = [p.grad for p in enc.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads[1:])
+    assert enc.layers[0].fc1.weight.grad.abs().sum() > 0

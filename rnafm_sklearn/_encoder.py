@@ -8,6 +8,7 @@ This module knows nothing of scikit-learn, file formats or sequences as strings:
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
@@ -175,6 +176,55 @@ class _Linear(nn.Linear):
         return super().extra_repr() + (", onednn_packed=True" if self._packed is not None else "")
 
 
+# Most attention scores held at once by _attention_bf16_cpu: 4 Mi elements (8 MB in bfloat16),
+# which stay in the caches and are reused by every chunk of a layer.
+_SCORE_CHUNK = 1 << 22
+
+
+def _attention_bf16_cpu(
+    qkv: torch.Tensor, segments: list[tuple[int, int]], num_heads: int
+) -> torch.Tensor:
+    """Self-attention of each sequence's real tokens, bfloat16 on the CPU.
+
+    ``qkv`` is the fused projection of the flattened real tokens, ``(rows, 3E)``; sequence
+    ``b`` owns rows ``start:start + length`` (``segments``). Returns ``(rows, E)``, zeros in
+    rows no segment covers. Each sequence attends over its own tokens only, so no mask and no
+    padded rows are needed.
+
+    PyTorch's flash-attention CPU kernel is no faster in bfloat16 than in float32 at 32-dim
+    heads (~150 GFLOP/s on a 1000-token row). Here the two products run as batched bfloat16
+    matrix products (~600-900 GFLOP/s) on chunks of heads whose scores fit one reused buffer,
+    and the softmax (float32 inside) runs in place. Scores are rounded to bfloat16 before the
+    softmax, as in eager bfloat16 attention; ``benchmarks/precision.py`` measures the effect,
+    also with sharpened attention. Inference only: the in-place softmax keeps nothing for
+    autograd.
+    """
+    rows, E = qkv.shape[0], qkv.shape[1] // 3
+    D = E // num_heads
+    # heads per chunk for each sequence, so that a chunk's scores fit _SCORE_CHUNK
+    plan = [
+        (start, n, max(1, min(num_heads, _SCORE_CHUNK // max(1, n * n)))) for start, n in segments
+    ]
+    scores = qkv.new_empty(max((g * n * n for _, n, g in plan), default=0))
+    values = qkv.new_empty(max((g * n * D for _, n, g in plan), default=0))
+    out = qkv.new_empty(rows, E)
+    covered = 0
+    for start, n, g in plan:
+        q, k, v = qkv[start : start + n].view(n, 3, num_heads, D).permute(1, 2, 0, 3)  # (H, n, D)
+        o = out[start : start + n].view(n, num_heads, D)
+        for i in range(0, num_heads, g):
+            j = min(num_heads, i + g)
+            s = scores[: (j - i) * n * n].view(j - i, n, n)
+            y = values[: (j - i) * n * D].view(j - i, n, D)
+            torch.baddbmm(s, q[i:j], k[i:j].transpose(1, 2), beta=0.0, alpha=D**-0.5, out=s)
+            torch.ops.aten._softmax.out(s, -1, False, out=s)
+            torch.matmul(s, v[i:j], out=y)
+            o[:, i:j] = y.transpose(0, 1)
+        covered = max(covered, start + n)
+    out[covered:] = 0
+    return out
+
+
 class _SelfAttention(nn.Module):
     """Multi-head self-attention with a fused q/k/v projection."""
 
@@ -186,11 +236,15 @@ class _SelfAttention(nn.Module):
 
     def forward(self, h: torch.Tensor, residual: torch.Tensor, layout: _Layout) -> torch.Tensor:
         """``residual + attention(h)`` for the real tokens ``h``, ``(rows, E)``."""
+        qkv = self.qkv_proj(h)  # (rows, 3E)
+        if qkv.device.type == "cpu" and qkv.dtype == torch.bfloat16 and not qkv.requires_grad:
+            return self.out_proj(
+                _attention_bf16_cpu(qkv, layout.segments, self.num_heads), add=residual
+            )
         B, T = layout.shape
         E = h.shape[1]
-        qkv = layout.pad(self.qkv_proj(h))  # (B * T, 3E)
-        # (B, T, 3, H, D) => (3, B, H, T, D)
-        q, k, v = qkv.view(B, T, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        # (B * T, 3E) => (B, T, 3, H, D) => (3, B, H, T, D)
+        q, k, v = layout.pad(qkv).view(B, T, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         # scale = head_dim ** -0.5, as the official code scales q
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.keep)
         # (B, H, T, D) => (B * T, E) => real tokens only
@@ -212,15 +266,16 @@ def _bucketed(n: int) -> int:
 class _Layout:
     """Where the real tokens of a padded ``(B, T)`` batch are.
 
-    Everything but attention runs on the real tokens only, flattened to ``(rows, E)``: padding
-    costs no matrix products. ``rows`` is the number of real tokens ``n`` rounded up by
+    Everything runs on the real tokens only, flattened to ``(rows, E)``: padding costs no
+    matrix products. ``rows`` is the number of real tokens ``n`` rounded up by
     :func:`_bucketed`; the extra rows start as zeros, never enter attention and are dropped.
-    Attention scatters the real tokens back into ``(B, T)`` rows.
+    Attention takes each sequence's rows (``segments``) on the bfloat16 CPU path; elsewhere it
+    scatters the real tokens back into ``(B, T)`` rows for ``scaled_dot_product_attention``.
     """
 
     def __init__(self, pad: torch.Tensor):
         B, T = self.shape = tuple(pad.shape)
-        real = ~pad
+        real = self._real = ~pad
         self.n = int(real.sum())
         self.rows = _bucketed(self.n)
         if self.n < B * T:
@@ -228,6 +283,13 @@ class _Layout:
             self.keep: torch.Tensor | None = real[:, None, None, :]  # True = attend
         else:
             self.index = self.keep = None
+
+    @functools.cached_property
+    def segments(self) -> list[tuple[int, int]]:
+        """``(first row, length)`` of each sequence's real tokens in the ``(rows, C)`` layout."""
+        lengths = self._real.sum(1).tolist()
+        ends = itertools.accumulate(lengths)
+        return [(end - n, n) for end, n in zip(ends, lengths, strict=True)]
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
         """``(B * T, C)`` => ``(rows, C)``."""

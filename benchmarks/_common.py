@@ -6,6 +6,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,3 +37,8 @@ def rfam(n: int | None = None, seed: int = 0) -> pd.DataFrame:
 
 def mrna233() -> pd.DataFrame:
     return pd.read_csv(ROOT / "data" / "mrna233-degradation" / "233x_sequences_degdata_081120.csv")
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two embedding matrices."""
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import full_size_checkpoint, rfam
+from _common import cosine, full_size_checkpoint, rfam
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
@@ -57,10 +57,6 @@ def score_spread(ckpt: Path, sequences: list[str]) -> float:
         q, k = (t.view(len(x), heads, -1).transpose(0, 1) for t in (q, k))
         spread.append((q @ k.transpose(1, 2) * q.shape[-1] ** -0.5).std().item())
     return float(np.mean(spread))
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 def main(argv=None) -> int:

@@ -34,7 +34,7 @@ import time
 
 import numpy as np
 import torch
-from _common import full_size_checkpoint, mrna233, rfam
+from _common import cosine, full_size_checkpoint, mrna233, rfam
 from _official import load_official, official_tokens
 
 from rnafm_sklearn import RnaFmEmbedder
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
             limit, best = (limit16, best16) if "bf16" in name else (limit32, best32)
             diff = np.abs(outputs[name] - ref).max()
             a, b = outputs[name], outputs["ours fp32"]
-            cos = np.min((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
+            cos = cosine(a, b).min()
             print(
                 f"| {name} | {rate:.0f} | {rate / tokens * len(seqs):.2f} | "
                 f"{rate / base['official, input order']:.2f}x | "

@@ -208,7 +208,6 @@ def _attention_bf16_cpu(
     scores = qkv.new_empty(max((g * n * n for _, n, g in plan), default=0))
     values = qkv.new_empty(max((g * n * D for _, n, g in plan), default=0))
     out = qkv.new_empty(rows, E)
-    covered = 0
     for start, n, g in plan:
         q, k, v = qkv[start : start + n].view(n, 3, num_heads, D).permute(1, 2, 0, 3)  # (H, n, D)
         o = out[start : start + n].view(n, num_heads, D)
@@ -220,8 +219,7 @@ def _attention_bf16_cpu(
             torch.ops.aten._softmax.out(s, -1, False, out=s)
             torch.matmul(s, v[i:j], out=y)
             o[:, i:j] = y.transpose(0, 1)
-        covered = max(covered, start + n)
-    out[covered:] = 0
+    out[max((start + n for start, n, _ in plan), default=0) :] = 0
     return out
 
 

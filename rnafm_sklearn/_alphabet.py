@@ -10,11 +10,14 @@ padding to a multiple of 8, then ``<mask>``.
 from __future__ import annotations
 
 import math
+import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
 
-__all__ = ["Alphabet", "get_alphabet", "normalize_sequences"]
+from ._family import family
+
+__all__ = ["Alphabet", "get_alphabet", "normalize_sequences", "row_name"]
 
 _SPECIALS_BEFORE = ("<cls>", "<pad>", "<eos>", "<unk>")
 _SPECIALS_AFTER = ("<mask>",)
@@ -30,10 +33,23 @@ _CODON_TOKENS = (
     "UGU AUA CGC UUA GCG CGG CCG GUA CUA ACG UCG CGA CGU UGA UAA UAG"
 ).split()
 
-# Normalisation applied to every sequence after stripping and upper-casing:
-# DNA input is read as RNA, and the alignment gap characters '.' and '~' become '-'.
-_RENAME = str.maketrans({"T": "U", ".": "-", "~": "-"})
+# Normalisation applied to every sequence after stripping surrounding ASCII whitespace:
+# ASCII lowercase is upper-cased, DNA is read as RNA, and the alignment gaps '.' and '~' become
+# '-'. Only ASCII is touched: str.upper() would turn 'ß' into 'SS' or 'ﬅ' into 'ST' (changing
+# content and length), so every other character is left as it is and reported as invalid.
+_RENAME = str.maketrans(
+    {
+        **dict(zip(string.ascii_lowercase, string.ascii_uppercase, strict=True)),
+        "T": "U",
+        "t": "U",
+        ".": "-",
+        "~": "-",
+    }
+)
+_ASCII_WHITESPACE = string.whitespace
 _MAX_REPORTED = 5
+# Token ids are stored one byte per token (Alphabet.encode_body) until their batch runs.
+_MAX_VOCABULARY = 256
 
 
 def _padded_vocabulary(standard: Sequence[str]) -> tuple[str, ...]:
@@ -72,7 +88,15 @@ class Alphabet:
     letters: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tokens", _padded_vocabulary(self.standard_tokens))
+        tokens = _padded_vocabulary(self.standard_tokens)
+        if len(tokens) > _MAX_VOCABULARY:
+            raise ValueError(
+                f"Alphabet {self.name!r} has {len(tokens)} tokens; token ids are stored in one "
+                f"byte, so at most {_MAX_VOCABULARY} are supported."
+            )
+        if any(len(t) != self.k for t in self.standard_tokens):
+            raise ValueError(f"Alphabet {self.name!r}: every standard token must be {self.k} nt.")
+        object.__setattr__(self, "tokens", tokens)
         object.__setattr__(self, "letters", frozenset("".join(self.standard_tokens)))
 
     def __len__(self) -> int:
@@ -143,7 +167,7 @@ class Alphabet:
 
     @property
     def _model(self) -> str:
-        return "RNA-FM" if self.k == 1 else "mRNA-FM"
+        return family(self.name).display_name
 
 
 _ALPHABETS = {
@@ -169,10 +193,15 @@ def get_alphabet(name: str) -> Alphabet:
         ) from None
 
 
-def _row_name(i: int, label: object) -> str:
+def row_name(i: int, label: object = None) -> str:
+    """``"row 3 (0-based)"``, or ``"row 3 (0-based; index 'seqB')"`` when the label says more.
+
+    Rows are counted from 0 as in pandas' ``iloc``; positions inside a sequence are 1-based
+    (and say so where they are reported).
+    """
     if label is None or (isinstance(label, Integral) and label == i):
-        return f"Sequence at row {i}"
-    return f"Sequence at row {i} (index {label!r})"
+        return f"row {i} (0-based)"
+    return f"row {i} (0-based; index {label!r})"
 
 
 def _is_missing(value: object) -> bool:
@@ -194,9 +223,12 @@ def normalize_sequences(
 ) -> list[str]:
     """Validate and normalise sequences for an RNA-FM model.
 
-    Each sequence is stripped of surrounding whitespace, upper-cased, ``T`` is read as ``U``,
-    and ``.``/``~`` as the gap ``-``. Nothing is ever dropped, truncated or replaced by
-    ``<unk>``: anything the model cannot read exactly raises an error naming the row.
+    Each sequence is stripped of surrounding ASCII whitespace, ASCII letters are upper-cased,
+    ``T`` is read as ``U``, and ``.``/``~`` as the gap ``-``. Nothing else is normalised: a
+    non-ASCII character (``'ß'``, a non-breaking space) is reported like any other invalid
+    one, never case-mapped. Nothing is ever dropped, truncated or replaced by ``<unk>``:
+    anything the model cannot read exactly raises an error naming the row (0-based) and the
+    positions (1-based).
 
     Parameters
     ----------
@@ -230,7 +262,7 @@ def normalize_sequences(
     labels = list(index) if index is not None else None
     out = []
     for i, seq in enumerate(sequences):
-        where = _row_name(i, labels[i] if labels is not None else None)
+        where = "Sequence at " + row_name(i, labels[i] if labels is not None else None)
         if not isinstance(seq, str):
             if _is_missing(seq):
                 raise ValueError(
@@ -241,7 +273,7 @@ def normalize_sequences(
                 f"{where} is of type {type(seq).__name__} ({seq!r}); expected a string of "
                 "nucleotides."
             )
-        norm = seq.strip().upper().translate(_RENAME)
+        norm = seq.strip(_ASCII_WHITESPACE).translate(_RENAME)
         if not norm:
             raise ValueError(f"{where} is empty. RNA-FM needs at least one nucleotide.")
         alphabet.check(norm, where)

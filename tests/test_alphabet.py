@@ -1,13 +1,11 @@
-import math
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import fm
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rnafm_sklearn import get_alphabet, normalize_sequences
 
@@ -58,21 +56,8 @@ def test_normalisation():
     assert out == ["ACGU", "GG-A-N", "RYKMSWBDHVN-", "U"]
 
 
-def test_alphabet_module_does_not_import_torch():
-    # The package __init__ imports torch, so load the module file on its own.
-    path = Path(__file__).parents[1] / "rnafm_sklearn" / "_alphabet.py"
-    code = (
-        "import importlib.util, sys; "
-        f"spec = importlib.util.spec_from_file_location('alpha', {str(path)!r}); "
-        "m = importlib.util.module_from_spec(spec); sys.modules['alpha'] = m; "
-        "spec.loader.exec_module(m); print(m.get_alphabet('rna').tokens[4], 'torch' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "A False"
-
-
 def test_invalid_characters_name_row_chars_and_positions():
-    msg = "Sequence at row 1 contains characters that RNA-FM cannot read: 'X' at 3, 'Z' at 5"
+    msg = "Sequence at row 1 (0-based) contains characters that RNA-FM cannot read: 'X' at 3, 'Z' at 5"
     with pytest.raises(ValueError, match=re.escape(msg)) as err:
         normalize_sequences(["ACGU", "acxgz"])
     assert "(1-based positions)" in str(err.value) and "'N'" in str(err.value)
@@ -90,30 +75,30 @@ def test_inner_whitespace_is_not_stripped():
 
 def test_index_labels_appear_in_messages():
     s = pd.Series(["ACGU", "AC!"], index=["seqA", "seqB"])
-    with pytest.raises(ValueError, match=re.escape("Sequence at row 1 (index 'seqB')")):
+    with pytest.raises(ValueError, match=re.escape("Sequence at row 1 (0-based; index 'seqB')")):
         normalize_sequences(s, index=s.index)
 
 
 @pytest.mark.parametrize("missing", [None, float("nan"), np.nan, pd.NA])
 def test_missing_values(missing):
-    with pytest.raises(ValueError, match=re.escape("Sequence at row 2 is missing")):
+    with pytest.raises(ValueError, match=re.escape("Sequence at row 2 (0-based) is missing")):
         normalize_sequences(["A", "C", missing])
 
 
 @pytest.mark.parametrize("value", [3, 2.5, b"ACGU", ["A"]])
 def test_non_strings(value):
-    with pytest.raises(TypeError, match=r"Sequence at row 0 is of type \w+ .*expected a string"):
+    with pytest.raises(TypeError, match=r"Sequence at row 0 \(0-based\) is of type \w+ .*expected a string"):
         normalize_sequences([value])
 
 
 @pytest.mark.parametrize("empty", ["", "   ", "\n"])
 def test_empty(empty):
-    with pytest.raises(ValueError, match=re.escape("Sequence at row 0 is empty")):
+    with pytest.raises(ValueError, match=re.escape("Sequence at row 0 (0-based) is empty")):
         normalize_sequences([empty])
 
 
 def test_codon_errors():
-    with pytest.raises(ValueError, match=r"row 0 has 7 nt, not a multiple of 3.*last 1 nt"):
+    with pytest.raises(ValueError, match=r"row 0 \(0-based\) has 7 nt, not a multiple of 3.*last 1 nt"):
         normalize_sequences(["AUGAAAU"], "codon")
     with pytest.raises(ValueError, match=re.escape("mRNA-FM cannot read: 'N' at 4")):
         normalize_sequences(["AUGNAA"], "codon")
@@ -127,4 +112,62 @@ def test_unknown_alphabet():
 def test_nan_float_is_not_confused_with_string_nan():
     # the letters N, A, N are valid IUPAC codes: the *string* "nan" is a sequence
     assert normalize_sequences(["nan"]) == ["NAN"]
-    assert math.isnan(float("nan"))
+    with pytest.raises(ValueError, match=re.escape("row 1 (0-based) is missing (nan)")):
+        normalize_sequences(["nan", float("nan")])
+
+
+# ----------------------------------------------------------------- fuzzing the normaliser
+
+_ASCII_WS = " \t\n\r\x0b\x0c"
+_RNA_LETTERS = set("ACGURYKMSWBDHVN-")
+
+
+def _oracle(text: str) -> str:
+    """The documented normalisation, written independently: ASCII only, nothing else."""
+    out = []
+    for c in text.strip(_ASCII_WS):
+        if "a" <= c <= "z":
+            c = chr(ord(c) - 32)
+        out.append({"T": "U", ".": "-", "~": "-"}.get(c, c))
+    return "".join(out)
+
+
+_texts = st.one_of(
+    st.text(max_size=40),  # any Unicode, including 'ß', ligatures, other whitespace
+    st.text(alphabet="acgtuACGTUnN.~- \t\nrykmswbdhvRYKMSWBDHVxXßſﬅﬆ\u00a0İı0", max_size=40),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_texts)
+def test_fuzz_normalisation_is_exactly_the_documented_one(text):
+    expected = _oracle(text)
+    if expected and set(expected) <= _RNA_LETTERS:
+        assert normalize_sequences([text]) == [expected]
+        return
+    with pytest.raises(ValueError) as err:
+        normalize_sequences([text])
+    msg = str(err.value)
+    assert msg.startswith("Sequence at row 0 (0-based)")
+    if expected:  # a character outside the alphabet: the first one is named with its position
+        i, bad = next((i, c) for i, c in enumerate(expected) if c not in _RNA_LETTERS)
+        assert f"{bad!r} at {i + 1}" in msg
+    else:
+        assert "is empty" in msg
+
+
+_objects = st.one_of(
+    _texts, st.none(), st.integers(), st.floats(), st.binary(max_size=8), st.lists(st.text(), max_size=2)
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(_objects, max_size=6))
+def test_fuzz_any_row_gives_the_librarys_error_or_a_clean_result(rows):
+    try:
+        out = normalize_sequences(rows)
+    except (ValueError, TypeError) as exc:
+        assert str(exc).startswith("Sequence at row ")
+        return
+    assert len(out) == len(rows)
+    assert all(set(s) <= _RNA_LETTERS and s for s in out)

@@ -80,12 +80,12 @@ def test_feature_names_say_which_model():
 
 def test_codon_errors_name_row_and_position():
     with pytest.raises(
-        ValueError, match=re.escape("Sequence at row 1 has 7 nt, not a multiple of 3")
+        ValueError, match=re.escape("Sequence at row 1 (0-based) has 7 nt, not a multiple of 3")
     ):
         emb().transform(["AUGAAA", "AUGAAAU"])
     with pytest.raises(
         ValueError,
-        match=re.escape("Sequence at row 0 contains characters that mRNA-FM cannot read: 'N' at 5"),
+        match=re.escape("Sequence at row 0 (0-based) contains characters that mRNA-FM cannot read: 'N' at 5"),
     ):
         emb().transform(["AUGANAUAA"])
     with pytest.raises(ValueError, match=re.escape("'R' at 2")):
@@ -104,7 +104,7 @@ def test_long_sequences_in_codons(official):
     rng = np.random.default_rng(0)
     seq = "".join(rng.choice(list("ACGU"), 3 * 2500))
     with pytest.raises(
-        ValueError, match=re.escape("exceed mRNA-FM's limit of 1022 codons: row 0 (2500 codons)")
+        ValueError, match=re.escape("exceed mRNA-FM's limit of 1022 codons: row 0 (0-based) (2500 codons)")
     ):
         emb().transform([seq])
     states = emb(long_sequences="window").transform_tokens([seq])[0]

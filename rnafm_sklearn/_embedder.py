@@ -6,8 +6,7 @@ import hashlib
 import json
 import os
 import sys
-import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Set
 from numbers import Integral
 from typing import Any
 
@@ -15,19 +14,21 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from ._alphabet import Alphabet, get_alphabet, normalize_sequences
+from ._alphabet import Alphabet, get_alphabet, normalize_sequences, row_name
 from ._cache import EmbeddingCache
-from ._errors import InvalidParameterError
+from ._errors import InvalidParameterError, warn
+from ._family import family
 from ._inference import POOLINGS, Plan, Runner, feature_width, n_windows
 from ._models import DTYPES, get_encoder, resolve_device, weights_fingerprint
 
 __all__ = ["RnaFmEmbedder"]
 
 POLICIES = ("error", "truncate", "window")
-# Measured on 2 CPU cores with the full-size model on mixed-length real sequences: 512-1536
-# tokens per batch run at 710-790 tokens/s (fp32), 4096 at 545 and 8192 at 417 (bigger
-# batches mix more lengths, so more padding, and their activations fall out of the caches).
-# 1024 fits one sequence of the maximal length.
+AGGREGATIONS = ("concat", "mean")
+TRUNCATION_SIDES = ("right", "left")
+# Token budget per forward pass. CPU: the README's batch-budget sweep (benchmarks/throughput.py)
+# is flat within a few per cent from 512 to 2048 tokens and 1024 fits one sequence of the
+# maximal length. CUDA and MPS: sized for the memory of common cards, halved on out-of-memory.
 DEFAULT_BATCH_TOKENS = {"cpu": 1024, "cuda": 32768, "mps": 8192}
 
 
@@ -245,7 +246,7 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
             },
             sort_keys=True,
         ).encode()
-        window = json.dumps({"window_stride": plan.window_stride or runner.window // 2}).encode()
+        window = json.dumps({"window_stride": plan.window_stride}).encode()
         keys = []
         for t in tokens:
             h = hashlib.sha256(settings)
@@ -270,7 +271,14 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
         runner, plan, tokens = self._prepare(X)
         unique, inverse = _deduplicate(tokens)
         states = self._run(runner, unique, lambda r, t: r.per_token(t, plan), plan)
-        return [states[j] for j in inverse]
+        # Duplicate rows are computed once but returned as independent arrays: editing one
+        # row's array must not change another's.
+        seen: set[int] = set()
+        out = []
+        for j in inverse.tolist():
+            out.append(states[j].copy() if j in seen else states[j])
+            seen.add(j)
+        return out
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Names of the output columns, e.g. ``rnafm_l12_mean_0``.
@@ -279,7 +287,7 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
         ``layers`` is ``l12`` (or ``l6+12avg`` when layers are averaged).
         """
         plan, encoder = self._plan()
-        prefix = "rnafm" if encoder.config.alphabet == "rna" else "mrnafm"
+        prefix = family(encoder.config.alphabet).feature_prefix
         if plan.aggregate == "concat":
             groups = [f"l{layer}" for layer in plan.layers]
         else:
@@ -296,9 +304,9 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
         if not isinstance(self.model, str | os.PathLike):
             raise _fail("model", "a str ('rna-fm') or a path to a checkpoint", self.model)
         poolings = _check_pooling(self.pooling)
-        _check_choice("layer_aggregation", self.layer_aggregation, ("concat", "mean"))
+        _check_choice("layer_aggregation", self.layer_aggregation, AGGREGATIONS)
         _check_choice("long_sequences", self.long_sequences, POLICIES)
-        _check_choice("truncation_side", self.truncation_side, ("right", "left"))
+        _check_choice("truncation_side", self.truncation_side, TRUNCATION_SIDES)
         if self.column is not None and not isinstance(self.column, str | Integral):
             raise _fail("column", "a str (a DataFrame column name) or None", self.column)
         if self.dtype not in DTYPES:
@@ -329,14 +337,16 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
         layers = _check_layers(self.layers, n)
         window = encoder.config.max_sequence_tokens
         if self.window_stride is not None and not (
-            isinstance(self.window_stride, Integral) and 1 <= self.window_stride <= window
+            isinstance(self.window_stride, Integral)
+            and not isinstance(self.window_stride, bool)
+            and 1 <= self.window_stride <= window
         ):
             raise _fail("window_stride", f"an int in 1..{window} or None", self.window_stride)
         plan = Plan(
             layers=tuple(layers),
             aggregate=self.layer_aggregation,
             poolings=poolings,
-            window_stride=self.window_stride,
+            window_stride=self.window_stride or window // 2,
         )
         return plan, encoder
 
@@ -365,27 +375,28 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
         long_rows = [i for i, t in enumerate(tokens) if len(t) > limit]
         if not long_rows or self.long_sequences == "window":
             return tokens
-        unit, model = ("nt", "RNA-FM") if alphabet.k == 1 else ("codons", "mRNA-FM")
+        fam = family(alphabet.name)
         if self.long_sequences == "error":
             shown = ", ".join(
-                f"row {i}{_label(index, i)} ({len(tokens[i])} {unit})" for i in long_rows[:10]
+                f"{row_name(i, None if index is None else index[i])} "
+                f"({fam.count(len(tokens[i]))})"
+                for i in long_rows[:10]
             )
             more = f" and {len(long_rows) - 10} more" if len(long_rows) > 10 else ""
             raise ValueError(
-                f"{len(long_rows)} sequence(s) exceed {model}'s limit of {limit} {unit}: "
+                f"{len(long_rows)} sequence(s) exceed {fam.display_name}'s limit of "
+                f"{fam.count(limit)}: "
                 f"{shown}{more}. "
                 "Choose a policy: long_sequences='window' embeds overlapping windows and "
                 "stitches them (every nucleotide kept), long_sequences='truncate' keeps the "
                 f"first {limit} (truncation_side='left' keeps the last)."
             )
         keep = slice(None, limit) if self.truncation_side == "right" else slice(-limit, None)
-        warnings.warn(
-            f"Truncated {len(long_rows)} of {len(tokens)} sequence(s) longer than {limit} {unit} "
-            f"to their {'first' if self.truncation_side == 'right' else 'last'} {limit} "
-            f"(longest: {max(len(tokens[i]) for i in long_rows)}). "
-            "Use long_sequences='window' to keep every nucleotide.",
-            UserWarning,
-            stacklevel=4,
+        warn(
+            f"Truncated {len(long_rows)} of {len(tokens)} sequence(s) longer than "
+            f"{fam.count(limit)} to their {'first' if self.truncation_side == 'right' else 'last'}"
+            f" {fam.count(limit)} (longest: {fam.count(max(len(tokens[i]) for i in long_rows))})."
+            " Use long_sequences='window' to keep every nucleotide."
         )
         return [t[keep] if len(t) > limit else t for t in tokens]
 
@@ -453,10 +464,30 @@ def _check_layers(layers: object, n: int) -> list[int]:
 # ------------------------------------------------------------------------------- input
 
 
-def _label(index: Sequence[object] | None, i: int) -> str:
-    if index is None or (isinstance(index[i], Integral) and index[i] == i):
-        return ""
-    return f" (index {index[i]!r})"
+def select_column(columns: Sequence[object], column: object, what: str = "X") -> object:
+    """Label of the sequence column among a DataFrame's ``columns``.
+
+    ``column=None`` takes the only column. A label that is absent, or present more than once
+    (pandas would return a DataFrame and its column names would be read as sequences), is an
+    error naming the columns.
+    """
+    labels = list(columns)
+    if column is None:
+        if len(labels) == 1:
+            return labels[0]
+        raise ValueError(
+            f"{what} is a DataFrame with {len(labels)} columns {labels}; set "
+            "column='<name of the sequence column>' or pass that column alone."
+        )
+    hits = sum(1 for c in labels if c == column)
+    if hits == 0:
+        raise KeyError(f"Column {column!r} not found in {what}; available columns: {labels}.")
+    if hits > 1:
+        raise ValueError(
+            f"Column {column!r} appears {hits} times in {what} (columns: {labels}); the "
+            "sequence column must be unique. Rename or drop the duplicates."
+        )
+    return column
 
 
 def _as_sequences(X: Any, column: Any) -> tuple[list[object], list[object] | None]:
@@ -466,20 +497,15 @@ def _as_sequences(X: Any, column: Any) -> tuple[list[object], list[object] | Non
             "RnaFmEmbedder expects a collection of sequences (list, array, pandas Series or "
             "DataFrame), got a single string. Wrap it in a list: transform([sequence])."
         )
+    if isinstance(X, Mapping | Set):
+        raise TypeError(
+            f"RnaFmEmbedder expects an ordered collection of sequences (list, array, pandas "
+            f"Series or DataFrame), got a {type(X).__name__}. For a dict of id -> sequence, "
+            "pass pd.Series(d) (ids become the index); a set has no order, use sorted(s)."
+        )
     if isinstance(X, pd.DataFrame):
-        if column is not None:
-            if column not in X.columns:
-                raise KeyError(
-                    f"Column {column!r} not found in X; available columns: {list(X.columns)}."
-                )
-            X = X[column]
-        elif X.shape[1] == 1:
-            X = X.iloc[:, 0]
-        else:
-            raise ValueError(
-                f"X is a DataFrame with {X.shape[1]} columns {list(X.columns)}; set "
-                "column='<name of the sequence column>' or pass that column alone."
-            )
+        label = select_column(X.columns, column)
+        X = X.iloc[:, 0] if column is None else X[label]
     if isinstance(X, pd.Series):
         return X.tolist(), X.index.tolist()
     if isinstance(X, np.ndarray):

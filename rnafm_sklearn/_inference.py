@@ -34,13 +34,13 @@ class Plan:
     aggregate : "concat" keeps each layer, "mean" averages the layers' hidden states
     poolings : subset of POOLINGS, in output order
     window_stride : distance between window starts for sequences longer than the model's
-        window; ``None`` for half a window
+        window (resolved by the caller: the estimator's default is half a window)
     """
 
     layers: tuple[int, ...]
+    window_stride: int
     aggregate: str = "concat"
     poolings: tuple[str, ...] = ("mean",)
-    window_stride: int | None = None
 
 
 @dataclass
@@ -147,8 +147,7 @@ class Runner:
         self.window = encoder.config.max_sequence_tokens
 
     # ------------------------------------------------------------------ pieces and batches
-    def _pieces(self, token_lists: Sequence[bytes], stride: int | None) -> list[_Piece]:
-        stride = stride or self.window // 2
+    def _pieces(self, token_lists: Sequence[bytes], stride: int) -> list[_Piece]:
         pieces = []
         for i, body in enumerate(token_lists):
             for s, a, b in window_ownership(len(body), self.window, stride):
@@ -286,7 +285,6 @@ def _pool(
     return torch.stack(parts, 1).numpy()
 
 
-def n_windows(n_tokens: int, window: int, stride: int | None) -> int:
+def n_windows(n_tokens: int, window: int, stride: int) -> int:
     """Number of forward-pass pieces for a sequence of ``n_tokens`` tokens."""
-    stride = stride or window // 2
     return 1 if n_tokens <= window else math.ceil((n_tokens - window) / stride) + 1

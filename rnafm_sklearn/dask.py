@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._embedder import RnaFmEmbedder
+from ._embedder import RnaFmEmbedder, select_column
 
 __all__ = ["embed"]
 
@@ -94,20 +94,7 @@ def embed(data: Any, embedder: RnaFmEmbedder) -> Any:
     if not isinstance(embedder, RnaFmEmbedder):
         raise TypeError(f"embedder must be an RnaFmEmbedder, got {type(embedder).__name__}.")
     if isinstance(data, dd.DataFrame):
-        if embedder.column is not None:
-            if embedder.column not in data.columns:
-                raise KeyError(
-                    f"Column {embedder.column!r} not found; available columns: "
-                    f"{list(data.columns)}."
-                )
-            data = data[embedder.column]
-        elif len(data.columns) == 1:
-            data = data[data.columns[0]]
-        else:
-            raise ValueError(
-                f"data has {len(data.columns)} columns {list(data.columns)}; set the embedder's "
-                "column= to the sequence column."
-            )
+        data = data[select_column(data.columns, embedder.column, what="data")]
     elif not isinstance(data, dd.Series):
         raise TypeError(
             f"data must be a dask Series or DataFrame, got {type(data).__name__}; for pandas "

@@ -73,7 +73,7 @@ def test_bad_sequence_raises_the_library_error(client):
     with pytest.raises(
         ValueError,
         match=re.escape(
-            "In partition 1: Sequence at row 1 (index 'd') contains characters that RNA-FM cannot read: 'X' at 3"
+            "In partition 1: Sequence at row 1 (0-based; index 'd') contains characters that RNA-FM cannot read: 'X' at 3"
         ),
     ):
         lazy.compute()
@@ -107,7 +107,7 @@ def test_input_errors():
         embed(["ACGU"], emb)
     frame = dd.from_pandas(pd.DataFrame({"a": ["AC"], "b": ["GU"]}), npartitions=1, sort=False)
     with pytest.raises(
-        ValueError, match=re.escape("data has 2 columns ['a', 'b']; set the embedder's column=")
+        ValueError, match=re.escape("data is a DataFrame with 2 columns ['a', 'b']; set column=")
     ):
         embed(frame, emb)
     with pytest.raises(KeyError, match="Column 'seq' not found"):

@@ -173,8 +173,6 @@ def test_clones_share_the_loaded_model(real_sequences):
 
 def test_identical_sequences_are_embedded_once(monkeypatch, real_sequences):
     seen = []
-    original = models.get_encoder
-
     from rnafm_sklearn import _inference
 
     real_pooled = _inference.Runner.pooled
@@ -189,7 +187,6 @@ def test_identical_sequences_are_embedded_once(monkeypatch, real_sequences):
     assert seen == [4]
     np.testing.assert_array_equal(X[0], X[4])
     np.testing.assert_array_equal(X[0], X[-1])
-    assert original is models.get_encoder
 
 
 def test_feature_names():
@@ -263,8 +260,9 @@ def test_pipeline_cross_val_score_n_jobs(rfam_small):
     assert s1.mean() > 0.6  # three well-separated families; even random weights see length
 
 
-def test_grid_search_over_pooling_and_layers(rfam_small):
-    pipe = Pipeline([("emb", emb()), ("clf", LogisticRegression(max_iter=2000))])
+def test_grid_search_over_pooling_and_layers(rfam_small, tmp_path):
+    # with the cache, as the README recommends: each setting embeds each sequence once
+    pipe = Pipeline([("emb", emb(cache=tmp_path)), ("clf", LogisticRegression(max_iter=2000))])
     grid = GridSearchCV(
         pipe, {"emb__pooling": ["mean", "cls", "mean+max"], "emb__layers": [0, -1, [1, 2]]}, cv=3
     )
@@ -298,15 +296,15 @@ def test_bare_string_is_rejected():
 @pytest.mark.parametrize(
     ("bad", "exc", "msg"),
     [
-        (["ACGU", None], ValueError, "Sequence at row 1 is missing (None)"),
-        (["ACGU", float("nan")], ValueError, "Sequence at row 1 is missing (nan)"),
-        (["ACGU", 42], TypeError, "Sequence at row 1 is of type int (42)"),
+        (["ACGU", None], ValueError, "Sequence at row 1 (0-based) is missing (None)"),
+        (["ACGU", float("nan")], ValueError, "Sequence at row 1 (0-based) is missing (nan)"),
+        (["ACGU", 42], TypeError, "Sequence at row 1 (0-based) is of type int (42)"),
         (
             ["ACGU", "ACXU"],
             ValueError,
-            "Sequence at row 1 contains characters that RNA-FM cannot read: 'X' at 3",
+            "Sequence at row 1 (0-based) contains characters that RNA-FM cannot read: 'X' at 3",
         ),
-        (["ACGU", ""], ValueError, "Sequence at row 1 is empty"),
+        (["ACGU", ""], ValueError, "Sequence at row 1 (0-based) is empty"),
     ],
 )
 def test_bad_rows(bad, exc, msg):
@@ -316,7 +314,7 @@ def test_bad_rows(bad, exc, msg):
 
 def test_bad_row_in_series_names_index_label():
     s = pd.Series(["ACGU", None], index=["good", "bad"])
-    with pytest.raises(ValueError, match=re.escape("Sequence at row 1 (index 'bad') is missing")):
+    with pytest.raises(ValueError, match=re.escape("Sequence at row 1 (0-based; index 'bad') is missing")):
         emb().fit(s)
 
 
@@ -331,6 +329,51 @@ def test_dataframe_column_errors():
         match=re.escape("Column 'sequence' not found in X; available columns: ['id', 'seq']"),
     ):
         emb(column="sequence").transform(df)
+
+
+def test_duplicated_column_name_is_an_error():
+    # pandas returns a DataFrame for a duplicated label; its column names must not be embedded
+    df = pd.DataFrame([["ACGU", "GGGA", "x"]], columns=["seq", "seq", "id"])
+    with pytest.raises(
+        ValueError,
+        match=re.escape("Column 'seq' appears 2 times in X (columns: ['seq', 'seq', 'id'])"),
+    ):
+        emb(column="seq").transform(df)
+
+
+@pytest.mark.parametrize(
+    ("X", "kind"),
+    [({"a": "ACGU", "b": "GGCA"}, "dict"), ({"ACGU", "GGCA"}, "set"), (frozenset({"AC"}), "frozenset")],
+)
+def test_unordered_or_keyed_collections_are_rejected(X, kind):
+    with pytest.raises(TypeError, match=re.escape(f"got a {kind}. For a dict of id -> sequence")):
+        emb().transform(X)
+
+
+@pytest.mark.parametrize("text", ["ACGß", "ſACG", "ACﬅ", "ACﬆG", "ACGÜ", "AC\u00a0", "\u2003ACGU"])
+def test_non_ascii_characters_are_reported_not_case_mapped(text):
+    # str.upper() maps 'ß' -> 'SS', 'ſ' -> 'S', 'ﬅ'/'ﬆ' -> 'ST' (then T -> U): content and length
+    # would change silently. Only ASCII is normalised.
+    bad = next(c for c in text if not c.isascii())
+    with pytest.raises(ValueError, match=re.escape(f"cannot read: {bad!r} at {text.index(bad) + 1}")):
+        emb().transform(["ACGU", text])
+
+
+def test_transform_tokens_returns_independent_arrays_for_duplicates():
+    first, second, other = emb().transform_tokens(["ACGUAG", "ACGUAG", "GGG"])
+    np.testing.assert_array_equal(first, second)
+    before = second.copy()
+    first[:] = 0.0
+    np.testing.assert_array_equal(second, before)  # editing one row leaves the other intact
+    assert not np.shares_memory(first, second)
+
+
+def test_truncation_warning_points_at_the_callers_line():
+    long = "ACGU" * 300
+    e = emb(long_sequences="truncate").set_output(transform="pandas")
+    with pytest.warns(UserWarning, match=re.escape("Truncated 1 of 2 sequence(s) longer than 1022 nt")) as rec:
+        e.fit_transform(pd.Series([long, "ACGU"]))  # through scikit-learn's set_output wrapper
+    assert rec[0].filename == __file__
 
 
 def test_two_dimensional_array_rejected():

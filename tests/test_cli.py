@@ -1,17 +1,21 @@
 """``rnafm-embed``: through main(argv) and through the installed console script."""
 
+import errno
 import gzip
 import json
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import DATA, TINY_PTH
 
-from rnafm_sklearn import RnaFmEmbedder, read_fasta
+from rnafm_sklearn import RnaFmEmbedder, _cli, read_fasta
 from rnafm_sklearn._cli import main
 
 FASTA = DATA / "rnafm-rfam3" / "RF00005.fasta"
@@ -107,7 +111,7 @@ def test_error_invalid_sequence_names_its_id(tmp_path, capsys):
     src = tmp_path / "bad.fa"
     src.write_text(">ok\nACGU\n>broken/1-9\nACGUXACGU\n")
     msg = _error(capsys, [str(src), "-o", str(tmp_path / "x.npy"), "--model", MODEL])
-    assert "Sequence at row 1 (index 'broken/1-9') contains characters" in msg
+    assert re.search(r"Sequence at row 1\b.*\(index .broken/1-9.\) contains characters", msg)
     assert "'X' at 5" in msg
 
 
@@ -186,3 +190,293 @@ def test_console_script_and_module(tmp_path, trna, fasta30):
     )
     helped = subprocess.run([exe, "--help"], capture_output=True, text=True)
     assert helped.returncode == 0 and "examples:" in helped.stdout
+
+
+# ------------------------------------------------------------------ atomic, validated outputs
+
+
+def _listing(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_failed_write_replaces_nothing(tmp_path, capsys, fasta30, monkeypatch):
+    """A write that fails half-way (disk full) leaves both old outputs as they were."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out, ids = out_dir / "x.npy", out_dir / "x.ids.txt"
+    np.save(out, np.arange(3.0))
+    ids.write_text("old\n")
+    old = out.read_bytes()
+    real_save = np.save
+
+    def disk_full(file, arr, *args, **kwargs):
+        real_save(file, arr[:1], *args, **kwargs)  # part of the data reaches the disk
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", disk_full)
+    msg = _error(capsys, [str(fasta30), "-o", str(out), "--model", MODEL, "--no-progress"])
+    assert "No space left on device" in msg
+    assert out.read_bytes() == old and ids.read_text() == "old\n"
+    assert _listing(out_dir) == ["x.ids.txt", "x.npy"]  # no temporary file left behind
+
+
+def test_failed_write_creates_nothing(tmp_path, capsys, fasta30, monkeypatch):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", disk_full)
+    _error(capsys, [str(fasta30), "-o", str(out_dir / "x.npy"), "--model", MODEL])
+    assert _listing(out_dir) == []
+
+
+_STALLED_WRITER = """
+import sys, time
+from pathlib import Path
+import pandas as pd
+from rnafm_sklearn import _cli
+from rnafm_sklearn._cli import main
+
+method = sys.argv[1]
+marker = Path(sys.argv[2])
+real = getattr(pd.DataFrame, method)
+
+def stalled(self, target, *args, **kwargs):
+    real(self.iloc[:2], target, *args, **kwargs)  # a well-formed but partial table ...
+    if hasattr(target, "flush"):
+        target.flush()
+    marker.write_text("half written")
+    time.sleep(300)  # ... and the run is killed while it writes
+
+setattr(pd.DataFrame, method, stalled)
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("suffix", "sig", "existing"),
+    [
+        (".csv", signal.SIGKILL, True),
+        (".csv", signal.SIGINT, True),
+        (".csv", signal.SIGINT, False),
+        (".parquet", signal.SIGKILL, True),
+    ],
+)
+def test_killed_mid_write_leaves_old_file_or_nothing(tmp_path, fasta30, suffix, sig, existing):
+    script, marker = tmp_path / "stalled.py", tmp_path / "marker"
+    script.write_text(_STALLED_WRITER)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / f"x{suffix}"
+    if existing:
+        out.write_bytes(b"the previous run's complete output\n")
+    method = "to_csv" if suffix == ".csv" else "to_parquet"
+    argv = [str(fasta30), "-o", str(out), "--model", MODEL, "--no-progress"]
+    proc = subprocess.Popen(
+        [sys.executable, str(script), method, str(marker), *argv],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "the writer never started"
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    if existing:
+        assert out.read_bytes() == b"the previous run's complete output\n"
+    else:
+        assert not out.exists()
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+        assert err.strip().splitlines()[-1] == "rnafm-embed: interrupted"
+        assert _listing(out_dir) == (["x.csv"] if existing else [])  # temp file removed
+    else:
+        assert proc.returncode == -signal.SIGKILL
+
+
+def test_refuses_to_overwrite_the_input(tmp_path, capsys, monkeypatch):
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("embedding started before the output was validated")
+
+    monkeypatch.setattr(RnaFmEmbedder, "transform", no_embedding)
+    src = tmp_path / "t.csv"
+    content = "id,sequence\na,ACGU\nb,GGCC\n"
+    src.write_text(content)
+    (tmp_path / "link.csv").symlink_to(src)
+    (tmp_path / "hard.csv").hardlink_to(src)
+    ids_src = tmp_path / "x.ids.txt"  # a TSV input that is also the .npy output's id file
+    ids_src.write_text("id\tsequence\na\tACGU\n")
+    for inp, out in [
+        (src, src),
+        (src, tmp_path / "link.csv"),
+        (tmp_path / "link.csv", src),
+        (src, tmp_path / "hard.csv"),
+        (ids_src, tmp_path / "x.npy"),
+    ]:
+        msg = _error(capsys, [str(inp), "-o", str(out), "--model", MODEL])
+        assert msg.startswith("rnafm-embed: error: refusing to overwrite the input"), msg
+        assert str(inp) in msg
+    assert src.read_text() == content and ids_src.read_text() == "id\tsequence\na\tACGU\n"
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_npy_ids_with_line_break_are_rejected(tmp_path, capsys):
+    src = tmp_path / "t.csv"
+    pd.DataFrame({"id": ["ok", "two\nlines"], "sequence": ["ACGU", "GGCC"]}).to_csv(
+        src, index=False
+    )
+    out = tmp_path / "x.npy"
+    msg = _error(capsys, [str(src), "-o", str(out), "--model", MODEL])
+    assert "id 'two\\nlines' (record 2)" in msg and "line break" in msg
+    assert not out.exists() and not (tmp_path / "x.ids.txt").exists()
+    # CSV output quotes such an id and keeps it exactly
+    assert main([str(src), "-o", str(tmp_path / "x.csv"), "--model", MODEL]) == 0
+    assert pd.read_csv(tmp_path / "x.csv")["id"].tolist() == ["ok", "two\nlines"]
+
+
+def test_output_is_validated_before_embedding(tmp_path, capsys, fasta30, monkeypatch):
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("embedding started before the output was validated")
+
+    monkeypatch.setattr(RnaFmEmbedder, "transform", no_embedding)
+    folder = tmp_path / "feat.npy"
+    folder.mkdir()
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    (tmp_path / "y.ids.txt").mkdir()
+    cases = {
+        str(folder): "is a folder",
+        str(tmp_path) + "/": "is a folder",
+        str(tmp_path / "new") + "/": "is a folder",
+        str(a_file / "x.npy"): "is not a folder",
+        str(a_file / "sub" / "x.npy"): "is not a folder",
+        str(tmp_path / "y.npy"): "is a folder",
+        str(tmp_path / "x.xlsx"): "unknown output type 'x.xlsx'",
+    }
+    for out, expected in cases.items():
+        msg = _error(capsys, [str(fasta30), "-o", out, "--model", MODEL])
+        assert expected in msg, (out, msg)
+
+
+def test_output_folder_is_created(tmp_path, fasta30, trna):
+    out = tmp_path / "new" / "deeper" / "x.csv"
+    assert main([str(fasta30), "-o", str(out), "--model", MODEL, "--no-progress"]) == 0
+    np.testing.assert_allclose(_read(out)[1], trna[1], rtol=1e-6, atol=1e-7)
+
+
+def test_empty_input_is_an_error(tmp_path, capsys):
+    empty_fa = tmp_path / "empty.fa"
+    empty_fa.write_text("")
+    comments = tmp_path / "comments.fasta"
+    comments.write_text("; nothing here\n\n")
+    header_only = tmp_path / "h.csv"
+    header_only.write_text("id,sequence\n")
+    for src in (empty_fa, comments, header_only):
+        out = tmp_path / "x.npy"
+        msg = _error(capsys, [str(src), "-o", str(out), "--model", MODEL])
+        assert msg == f"rnafm-embed: error: no sequences in {src}; nothing to embed"
+        assert not out.exists()
+
+
+def test_uppercase_npy_suffix_is_written_exactly(tmp_path, capsys, fasta30, trna):
+    out = tmp_path / "out.NPY"
+    assert main([str(fasta30), "-o", str(out), "--model", MODEL, "--no-progress"]) == 0
+    assert str(out) in capsys.readouterr().err
+    assert _listing(tmp_path) == ["out.NPY", "out.ids.txt", "trna.fa"]
+    np.testing.assert_allclose(np.load(out), trna[1], atol=1e-6)
+    assert (tmp_path / "out.ids.txt").read_text().split() == list(trna[0].index)
+
+
+def test_fasta_with_byte_order_mark(tmp_path, fasta30, trna):
+    src = tmp_path / "bom.fa"
+    src.write_bytes(b"\xef\xbb\xbf" + fasta30.read_bytes())
+    out = tmp_path / "x.npy"
+    assert main([str(src), "-o", str(out), "--model", MODEL, "--no-progress"]) == 0
+    np.testing.assert_allclose(np.load(out), trna[1], atol=1e-6)
+
+
+# ------------------------------------------------------- messages in the command line's words
+
+
+def test_errors_use_option_names(tmp_path, capsys):
+    src = tmp_path / "long.fa"
+    src.write_text(">long/1-1600\n" + "ACGU" * 400 + "\n>short\nACGU\n")
+    out = str(tmp_path / "x.npy")
+    msg = _error(capsys, [str(src), "-o", out, "--model", MODEL])
+    assert "'long/1-1600'" in msg and "(1600 nt)" in msg  # names the record id
+    assert "--long-sequences window embeds overlapping windows" in msg
+    assert "--truncation-side left keeps the last" in msg
+    assert "long_sequences" not in msg and "truncation_side" not in msg
+    msg = _error(capsys, [str(src), "-o", out, "--model", MODEL, "--layers", "0", "99"])
+    assert "The option --layers must be an int" in msg and "parameter" not in msg
+    msg = _error(capsys, [str(src), "-o", out, "--model", MODEL, "--batch-tokens", "0"])
+    assert msg.startswith("rnafm-embed: error: The option --batch-tokens must be a positive int")
+
+
+def test_offline_message_names_the_option(tmp_path, capsys, fasta30, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    msg = _error(capsys, [str(fasta30), "-o", str(tmp_path / "x.npy")])
+    assert "RnaFmEmbedder(" not in msg and "model=" not in msg
+
+
+def test_truncation_warning_is_one_cli_line(tmp_path, capsys):
+    src = tmp_path / "long.fa"
+    src.write_text(">long\n" + "ACGU" * 400 + "\n>short\nACGU\n")
+    argv = [str(src), "-o", str(tmp_path / "x.npy"), "--model", MODEL, "--no-progress"]
+    assert main([*argv, "--long-sequences", "truncate"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == (
+        "rnafm-embed: warning: Truncated 1 of 2 sequence(s) longer than 1022 nt to their first "
+        "1022 (longest: 1600). Use --long-sequences window to keep every nucleotide."
+    )
+    assert len(err) == 2 and err[1].startswith("rnafm-embed: wrote 2 x 32 features")
+
+
+@pytest.mark.parametrize("with_cache", [False, True])
+def test_interrupt_mentions_the_cache_only_when_given(
+    tmp_path, capsys, fasta30, monkeypatch, with_cache
+):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RnaFmEmbedder, "transform", interrupted)
+    argv = [str(fasta30), "-o", str(tmp_path / "x.npy"), "--model", MODEL]
+    if with_cache:
+        argv += ["--cache", str(tmp_path / "c")]
+    assert main(argv) == 130
+    expected = f" (cached batches are kept in {tmp_path / 'c'})" if with_cache else ""
+    assert capsys.readouterr().err.strip() == f"rnafm-embed: interrupted{expected}"
+
+
+@pytest.mark.parametrize(
+    ("library", "cli"),
+    [
+        ("e.g. RnaFmEmbedder(model='/path/to/x.pth'), or", "e.g. --model /path/to/x.pth, or"),
+        ("also works as model=. Set", "also works as --model. Set"),
+        ("Use long_sequences='window' to keep", "Use --long-sequences window to keep"),
+        ("try batch_tokens=512.", "try --batch-tokens 512."),
+        ("The 'dtype' parameter of RnaFmEmbedder is", "The option --dtype is"),
+        ("set column='<name>' or", "set column='<name>' or"),  # not a command-line option
+        ("two\nlines", "two lines"),
+    ],
+)
+def test_library_messages_in_option_words(library, cli):
+    assert _cli._in_cli_words(library) == cli
+
+
+def test_symlinked_output_is_written_through(tmp_path, fasta30, trna):
+    real = tmp_path / "store" / "real.csv"
+    real.parent.mkdir()
+    real.write_text("old\n")
+    link = tmp_path / "x.csv"
+    link.symlink_to(real)
+    assert main([str(fasta30), "-o", str(link), "--model", MODEL, "--no-progress"]) == 0
+    assert link.is_symlink()  # the user's link is kept, its target gets the features
+    np.testing.assert_allclose(_read(real)[1], trna[1], rtol=1e-6, atol=1e-7)

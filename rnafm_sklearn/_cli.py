@@ -18,7 +18,13 @@ import pandas as pd
 from . import __version__
 from ._cache import EmbeddingCache
 from ._checkpoint import convert_checkpoint
-from ._embedder import DEFAULT_BATCH_TOKENS, POLICIES, RnaFmEmbedder
+from ._embedder import (
+    AGGREGATIONS,
+    DEFAULT_BATCH_TOKENS,
+    POLICIES,
+    TRUNCATION_SIDES,
+    RnaFmEmbedder,
+)
 from ._errors import CheckpointError, WeightsUnavailableError
 from ._inference import POOLINGS
 from ._io import read_fasta, write_atomically
@@ -93,18 +99,15 @@ def create_parser() -> argparse.ArgumentParser:
         default=_as_list(DEFAULTS["layers"]),
         help="e.g. -1 or 0 6 12",
     )
-    # No choices= where the library has no constant to take them from: it checks the value
-    # and its message (put in option words below) lists the accepted ones.
     p.add_argument(
-        "--layer-aggregation",
-        default=DEFAULTS["layer_aggregation"],
-        help="how several --layers combine (default: %(default)s)",
+        "--layer-aggregation", choices=AGGREGATIONS, default=DEFAULTS["layer_aggregation"]
     )
     p.add_argument("--long-sequences", choices=POLICIES, default=DEFAULTS["long_sequences"])
     p.add_argument(
         "--truncation-side",
+        choices=TRUNCATION_SIDES,
         default=DEFAULTS["truncation_side"],
-        help="which end '--long-sequences truncate' keeps (default: %(default)s)",
+        help="side that '--long-sequences truncate' cuts (right keeps the start)",
     )
     p.add_argument("--window-stride", type=int)
     p.add_argument("--device", default=DEFAULTS["device"])

@@ -1,10 +1,17 @@
 """The persistent embedding cache: keys, CV reuse, concurrency, interruption, corruption."""
 
+import hashlib
+import json
 import multiprocessing as mp
+import os
+import re
+import shutil
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +22,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import Pipeline
 
 from rnafm_sklearn import EmbeddingCache, RnaFmEmbedder, convert_checkpoint
+from rnafm_sklearn._cli import main
 from rnafm_sklearn._inference import Runner
 
 MODEL = str(TINY_PTH)
@@ -191,8 +199,10 @@ def test_corrupt_entry_is_detected_and_recomputed(tmp_path, computed, real_seque
     assert computed == [1]
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncate"])
+@pytest.mark.parametrize("damage", ["damaged_pages", "truncate"])
 def test_corrupt_file_is_moved_aside(tmp_path, real_sequences, damage):
+    """Our own file (our application id in the header), unreadable: moved aside, started over.
+    (A file without our header is never touched: test_a_file_that_is_not_ours_is_never_modified.)"""
     direct = emb(tmp_path).transform(real_sequences[:4])
     path = EmbeddingCache(tmp_path).path
     EmbeddingCache(tmp_path).clear()  # checkpoint the WAL into the main file
@@ -200,7 +210,8 @@ def test_corrupt_file_is_moved_aside(tmp_path, real_sequences, damage):
     for suffix in ("-wal", "-shm"):
         (tmp_path / (path.name + suffix)).unlink(missing_ok=True)
     data = path.read_bytes()
-    path.write_bytes(b"this is not sqlite" * 100 if damage == "garbage" else data[:100])
+    garbage = data[:4096] + b"this is not sqlite" * (len(data) // 18)
+    path.write_bytes(garbage if damage == "damaged_pages" else data[:100])
     with pytest.warns(RuntimeWarning, match="is unreadable .*moved it to .*corrupt-"):
         X = emb(tmp_path).transform(real_sequences[:4])
     np.testing.assert_array_equal(X, direct)
@@ -230,13 +241,6 @@ def test_sqlite_file_path_and_pickling(tmp_path, real_sequences):
     np.testing.assert_array_equal(
         clone.transform(real_sequences[:3]), e.transform(real_sequences[:3])
     )
-
-
-def test_unwritable_cache_location(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    with pytest.raises((PermissionError, FileExistsError, NotADirectoryError)):
-        emb(blocker / "sub").transform(["ACGU"])
 
 
 def _writer_worker(cache, start, barrier):
@@ -290,3 +294,276 @@ def test_a_locked_database_is_waited_for_not_moved_aside(tmp_path, monkeypatch):
     cache.put([b"b"], np.zeros((1, 2), np.float32))
     assert len(calls) == 3 and len(cache) == 2
     assert not any(".corrupt-" in p.name for p in tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------- a row under another key
+
+
+def test_a_vector_moved_under_another_key_is_detected(tmp_path, computed, real_sequences):
+    """The digest binds the vector to its key: two rows whose keys were swapped (as a damaged
+    index would) are reported and recomputed, never returned for each other."""
+    direct = emb(tmp_path).transform(real_sequences[:4])
+    conn = sqlite3.connect(EmbeddingCache(tmp_path).path)
+    a, b = [k for (k,) in conn.execute("SELECT key FROM embeddings ORDER BY key LIMIT 2")]
+    for old, new in ((a, b"swap"), (b, a), (b"swap", b)):
+        conn.execute("UPDATE embeddings SET key = ? WHERE key = ?", (new, old))
+    conn.commit()
+    conn.close()
+    computed.clear()
+    with pytest.warns(
+        RuntimeWarning, match="2 corrupt entries failed the checksum; they are recomputed"
+    ):
+        X = emb(tmp_path).transform(real_sequences[:4])
+    np.testing.assert_array_equal(X, direct)
+    assert computed == [2]
+
+
+def test_a_lone_row_under_a_wrong_key_is_not_returned(tmp_path):
+    cache = EmbeddingCache(tmp_path)
+    cache.put([b"A", b"B"], np.array([[1, 2], [3, 4]], np.float32))
+    cache.close()
+    conn = sqlite3.connect(cache.path)
+    conn.execute("DELETE FROM embeddings WHERE key = ?", (b"A",))
+    conn.execute("UPDATE embeddings SET key = ? WHERE key = ?", (b"A", b"B"))
+    conn.commit()
+    conn.close()
+    with pytest.warns(RuntimeWarning, match="1 corrupt entries failed the checksum"):
+        assert EmbeddingCache(tmp_path).get([b"A"]) == {}
+    assert len(EmbeddingCache(tmp_path)) == 0  # the bad row is gone
+
+
+def _v1_cache(path):
+    """A cache as rnafm_sklearn wrote it before the digest covered the key (schema 1)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(
+        "CREATE TABLE embeddings (key BLOB PRIMARY KEY, dim INTEGER NOT NULL,"
+        " vec BLOB NOT NULL, digest BLOB NOT NULL, created REAL NOT NULL)"
+    )
+    conn.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT)")
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    for key in (b"k1", b"k2"):
+        vec = np.ones(3, np.float32).tobytes()
+        digest = hashlib.blake2b(vec, digest_size=16).digest()
+        conn.execute("INSERT INTO embeddings VALUES (?, 3, ?, ?, 0)", (key, vec, digest))
+    conn.close()
+
+
+def test_rows_of_the_old_schema_are_dropped_with_a_warning(tmp_path):
+    path = tmp_path / "old.sqlite"
+    _v1_cache(path)
+    cache = EmbeddingCache(path)
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"older rnafm_sklearn \(schema 1\).*its 2 entries were dropped",
+    ):
+        assert cache.get([b"k1", b"k2"]) == {}
+    assert len(cache) == 0
+    cache.put([b"k1"], np.zeros((1, 3), np.float32))
+    assert cache.get([b"k1"])[b"k1"].tolist() == [0, 0, 0]
+    cache.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # upgraded once: no second warning
+        assert len(EmbeddingCache(path)) == 1
+
+
+# ----------------------------------------------------------- locations that cannot be used
+
+
+@pytest.mark.parametrize("where", ["is_a_file", "below_a_file", "sqlite_path_is_a_folder"])
+def test_unusable_cache_location_is_a_clear_error_before_any_compute(tmp_path, computed, where):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    folder = tmp_path / "c.sqlite"
+    folder.mkdir()
+    cache, expected = {
+        "is_a_file": (blocker, f"{blocker} is a file, not a folder"),
+        "below_a_file": (
+            blocker / "sub",
+            f"Cannot create the embedding cache folder {blocker / 'sub'}: {blocker} is a file",
+        ),
+        "sqlite_path_is_a_folder": (folder, f"{folder} is a folder, not a file"),
+    }[where]
+    with pytest.raises(OSError, match=re.escape(expected) + ".*Pass another cache= path"):
+        emb(cache).transform(["ACGU"])
+    assert computed == []  # raised on first use, before the model ran
+    assert blocker.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "c.sqlite",
+        "file",
+    ]
+
+
+def test_folder_on_a_read_only_file_system_is_a_clear_error(tmp_path, computed, monkeypatch):
+    import errno
+
+    def refuse(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(
+        OSError,
+        match=re.escape(f"Cannot create the embedding cache folder {tmp_path / 'new' / 'sub'}")
+        + ".*Read-only file system.*Pass another cache= path",
+    ):
+        emb(tmp_path / "new" / "sub").transform(["ACGU"])
+    assert computed == []
+
+
+def _deny_writes(monkeypatch, *paths):
+    """What ``os.access`` reports on a read-only mount (root ignores permission bits)."""
+    real = os.access
+    denied = {Path(p) for p in paths}
+
+    def access(path, mode, *args, **kwargs):
+        if mode & os.W_OK and Path(path) in denied:
+            return False
+        return real(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+
+
+def test_read_only_cache_serves_hits_and_warns_once(tmp_path, computed, real_sequences, monkeypatch):
+    seqs = real_sequences[:8]
+    emb(tmp_path).transform(seqs[:4])
+    path = EmbeddingCache(tmp_path).path
+    before = path.read_bytes()
+    _deny_writes(monkeypatch, tmp_path, path)
+    computed.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        X = emb(tmp_path, batch_tokens=300).transform(seqs)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1, messages
+    assert re.search(r"is read-only \(.+\): cached embeddings are used, new ones are not stored", messages[0])
+    assert sum(computed) == 4  # the 4 cached ones were served
+    direct = RnaFmEmbedder(model=MODEL, progress=False).transform(seqs)
+    np.testing.assert_allclose(X, direct, atol=1e-6, rtol=0)
+    assert path.read_bytes() == before and len(EmbeddingCache(tmp_path)) == 4
+    with pytest.raises(OSError, match=re.escape(f"{path} is read-only; cannot clear it")):
+        EmbeddingCache(tmp_path).clear()
+    assert len(EmbeddingCache(tmp_path)) == 4
+
+
+_RO_SCRIPT = """
+import json, os, sys, warnings
+sys.path.insert(0, {tests!r})
+from conftest import mixed_real_sequences
+from rnafm_sklearn import EmbeddingCache, RnaFmEmbedder
+from rnafm_sklearn._inference import Runner
+computed = []
+real = Runner.pooled
+def spy(self, tokens, plan, sink=None):
+    computed.append(len(tokens))
+    return real(self, tokens, plan, sink)
+Runner.pooled = spy
+seqs = mixed_real_sequences()[:8]
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    X = RnaFmEmbedder(model={model!r}, cache={cache!r}, progress=False).transform(seqs)
+errors = []
+for action in (lambda: EmbeddingCache({cache!r}).clear(),
+               lambda: EmbeddingCache(os.path.join({cache!r}, "new")).get([b"k"])):
+    try:
+        action()
+    except OSError as exc:
+        errors.append(str(exc))
+print(json.dumps({{"warnings": [str(w.message) for w in caught], "computed": computed,
+                  "X": X.tolist(), "errors": errors}}))
+"""
+
+
+def _read_only_mount_works(folder):
+    if shutil.which("unshare") is None:
+        return False
+    probe = f'mount --bind -o ro "{folder}" "{folder}" && ! touch "{folder}/x" 2>/dev/null'
+    return subprocess.run(["unshare", "-rm", "sh", "-c", probe], capture_output=True).returncode == 0
+
+
+def test_cache_on_a_read_only_mount(tmp_path, real_sequences):
+    """A real read-only file system (a private read-only bind mount): the cached half is
+    served, the rest computed and not stored, with one warning; nothing is written."""
+    folder = tmp_path / "c"
+    emb(folder).transform(real_sequences[:4])
+    if not _read_only_mount_works(folder):
+        pytest.skip("needs unshare and mount to make a read-only folder")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    script = _RO_SCRIPT.format(tests=str(ROOT / "tests"), model=MODEL, cache=str(folder))
+    shell = 'mount --bind -o ro "$0" "$0" && exec "$1" -c "$2"'
+    proc = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", shell, str(folder), sys.executable, script],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert len(out["warnings"]) == 1, out["warnings"]
+    assert "is read-only" in out["warnings"][0] and "new ones are not stored" in out["warnings"][0]
+    assert sum(out["computed"]) == 4
+    direct = RnaFmEmbedder(model=MODEL, progress=False).transform(real_sequences[:8])
+    np.testing.assert_allclose(np.array(out["X"], np.float32), direct, atol=1e-6, rtol=0)
+    assert "is read-only; cannot clear it" in out["errors"][0]
+    assert "Cannot create the embedding cache folder" in out["errors"][1]
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+# --------------------------------------------------------------------- files not our own
+
+
+def _foreign(path, kind):
+    if kind == "text":
+        path.write_bytes(b"my lab notes, not a database\n" * 200)
+        return
+    conn = sqlite3.connect(path, isolation_level=None)
+    if kind == "sqlite_wal":
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE samples (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.executemany("INSERT INTO samples (name) VALUES (?)", [("s" * 500,)] * 40)
+    conn.close()
+    if kind == "damaged_sqlite":
+        path.write_bytes(path.read_bytes()[:5000])
+
+
+def _snapshot(folder):
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize("kind", ["text", "sqlite", "sqlite_wal", "damaged_sqlite"])
+def test_a_file_that_is_not_ours_is_never_modified(tmp_path, computed, capsys, kind):
+    path = tmp_path / "data.db"
+    _foreign(path, kind)
+    before = _snapshot(tmp_path)
+    message = re.escape(f"{path} is not an rnafm_sklearn embedding cache") + ".*pass another"
+    with pytest.raises(OSError, match=message):
+        emb(path).transform(["ACGU"])
+    assert computed == []
+    for action in ("clear", "info"):
+        assert main(["cache", action, str(path)]) == 1
+        assert re.search(message, capsys.readouterr().err)
+    assert _snapshot(tmp_path) == before  # same bytes, same mtime, no -wal/-shm, no .corrupt-
+    if kind == "sqlite":  # spelled out: no new table, journal mode unchanged
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("samples",)]
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+        conn.close()
+
+
+def test_a_cache_of_a_newer_version_is_not_modified(tmp_path):
+    cache = EmbeddingCache(tmp_path)
+    cache.put([b"k"], np.ones((1, 2), np.float32))
+    cache.close()
+    conn = sqlite3.connect(cache.path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    before = _snapshot(tmp_path)
+    with pytest.raises(OSError, match=r"written by a newer rnafm_sklearn \(schema 99\)"):
+        EmbeddingCache(tmp_path).get([b"k"])
+    assert _snapshot(tmp_path) == before
+
+
+def test_an_empty_file_becomes_a_cache(tmp_path, real_sequences):
+    path = tmp_path / "new.sqlite"
+    path.touch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        emb(path).transform(real_sequences[:3])
+    assert len(EmbeddingCache(path)) == 3

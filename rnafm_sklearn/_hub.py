@@ -5,6 +5,12 @@ A named model (``"rna-fm"``) resolves to a file in the cache folder
 downloaded once from the Hugging Face Hub into a temporary folder *inside* the cache folder,
 its size and SHA-256 are checked against the values pinned below, and only then is it moved
 into place (``os.replace``: atomic). No code path returns random weights instead.
+
+Before the first download in a process, one TCP connection to the Hub (``huggingface.co:443``
+or ``$HF_ENDPOINT``) is tried with a 3-second limit: without a network the call fails at once
+with :class:`WeightsUnavailableError` instead of after ``huggingface_hub``'s retries. The answer
+is kept for the life of the process. Behind a proxy (``HTTPS_PROXY``/``ALL_PROXY``) no probe is
+made. This module imports nothing heavy: the architectures of the named models are plain dicts.
 """
 
 from __future__ import annotations
@@ -13,14 +19,24 @@ import hashlib
 import logging
 import os
 import shutil
+import socket
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+import threading
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._errors import CheckpointError, WeightsUnavailableError
 
-__all__ = ["PRETRAINED", "WeightsUnavailableError", "cache_dir", "pretrained_path"]
+__all__ = [
+    "PRETRAINED",
+    "WeightsUnavailableError",
+    "cache_dir",
+    "cached_pretrained_path",
+    "pretrained_path",
+]
 
 logger = logging.getLogger("rnafm_sklearn")
 
@@ -39,6 +55,9 @@ class Pretrained:
     sha256: str
     size: int | None  # bytes, where known (checked before hashing)
     description: str
+    # Keyword arguments of RnaFmConfig for this model's architecture, known without the file
+    # (plain values: this module does not import torch). token_dropout is left to the file.
+    config: Mapping[str, object] = field(default_factory=dict, hash=False)
 
     @property
     def url(self) -> str:
@@ -57,6 +76,15 @@ PRETRAINED = {
         sha256="5b5d7d87b37c291ef42c140ef9edf7aea29f255fa2a4fd435f776c52e93d5e99",
         size=1194424423,
         description="RNA-FM (12 layers, 640 hidden, 23M ncRNAs from RNAcentral)",
+        config={
+            "num_layers": 12,
+            "hidden_size": 640,
+            "num_heads": 20,
+            "ffn_size": 5120,
+            "max_positions": 1024,
+            "alphabet": "rna",
+            "emb_layer_norm_before": True,
+        },
     ),
     "mrna-fm": Pretrained(
         name="mrna-fm",
@@ -66,6 +94,15 @@ PRETRAINED = {
         sha256="413324520d35f00bf5419a85033b18e11eb57bc1356a752660f8d75d3ef7624f",
         size=None,
         description="mRNA-FM (12 layers, 1280 hidden, codon tokens, coding sequences)",
+        config={
+            "num_layers": 12,
+            "hidden_size": 1280,
+            "num_heads": 20,
+            "ffn_size": 5120,
+            "max_positions": 1024,
+            "alphabet": "codon",
+            "emb_layer_norm_before": False,
+        },
     ),
 }
 
@@ -93,6 +130,52 @@ def cache_dir() -> Path:
 def _offline() -> bool:
     truthy = {"1", "true", "yes", "on"}
     return any(os.environ.get(v, "").lower() in truthy for v in ("HF_HUB_OFFLINE", ENV_OFFLINE))
+
+
+_PROBE_TIMEOUT = 3.0  # seconds for one TCP connection to the Hub, DNS included
+_NETWORK: dict[tuple[str, int], bool] = {}  # probe answers, kept for the process
+
+
+def _hub_address() -> tuple[str, str, int]:
+    """Scheme, host and port of the Hub (``$HF_ENDPOINT`` if set, as huggingface_hub does)."""
+    url = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    scheme = url.scheme or "https"
+    try:
+        port = url.port
+    except ValueError:
+        port = None
+    return scheme, url.hostname or "huggingface.co", port or (80 if scheme == "http" else 443)
+
+
+def _probe(host: str, port: int, timeout: float) -> bool:
+    """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds.
+
+    Runs in a daemon thread so that a slow DNS lookup cannot hold the caller longer.
+    """
+    answer: list[bool] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    thread = threading.Thread(target=connect, name="rnafm-sklearn-hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answer) and answer[0]
+
+
+def _unreachable_hub() -> str | None:
+    """``"host:port"`` if the Hub cannot be reached; ``None`` if it can or we cannot tell."""
+    scheme, host, port = _hub_address()
+    proxies = urllib.request.getproxies()
+    if (proxies.get(scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(host):
+        return None  # a direct connection proves nothing: let huggingface_hub go through it
+    if (host, port) not in _NETWORK:
+        _NETWORK[(host, port)] = _probe(host, port, _PROBE_TIMEOUT)
+    return None if _NETWORK[(host, port)] else f"{host}:{port}"
 
 
 def _hf_download(entry: Pretrained, folder: Path) -> Path:
@@ -124,6 +207,32 @@ def _unavailable(entry: Pretrained, dest: Path, reason: str) -> WeightsUnavailab
     )
 
 
+def _cached(entry: Pretrained) -> tuple[Path, bool]:
+    """Where ``entry`` lives in the cache, and whether it is there (with the pinned size)."""
+    dest = cache_dir() / entry.name / entry.filename
+    # Files only get here after the SHA-256 check (atomic move): the size is a cheap guard.
+    present = dest.is_file() and (entry.size is None or dest.stat().st_size == entry.size)
+    return dest, present
+
+
+def cached_pretrained_path(name: str) -> Path | None:
+    """Local path of the named pretrained checkpoint if it is already cached; never downloads.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from rnafm_sklearn._hub import cached_pretrained_path
+    >>> os.environ["RNAFM_SKLEARN_HOME"] = tempfile.mkdtemp()
+    >>> cached_pretrained_path("rna-fm") is None
+    True
+    >>> del os.environ["RNAFM_SKLEARN_HOME"]
+    """
+    if name not in PRETRAINED:
+        raise ValueError(f"Unknown pretrained model {name!r}; known: {sorted(PRETRAINED)}.")
+    dest, present = _cached(PRETRAINED[name])
+    return dest if present else None
+
+
 def pretrained_path(
     name: str, *, download: Callable[[Pretrained, Path], Path] | None = None
 ) -> Path:
@@ -140,8 +249,9 @@ def pretrained_path(
     Raises
     ------
     WeightsUnavailableError
-        Offline (no network, ``HF_HUB_OFFLINE=1`` or ``RNAFM_SKLEARN_OFFLINE=1``) and not cached,
-        or the download failed.
+        Offline (``HF_HUB_OFFLINE=1`` or ``RNAFM_SKLEARN_OFFLINE=1``, or the Hub cannot be
+        reached: checked once per process, in at most 3 seconds) and not cached, or the
+        download failed.
     rnafm_sklearn.CheckpointError
         The downloaded file does not have the pinned size or SHA-256 (it is discarded).
 
@@ -160,14 +270,15 @@ def pretrained_path(
     if name not in PRETRAINED:
         raise ValueError(f"Unknown pretrained model {name!r}; known: {sorted(PRETRAINED)}.")
     entry = PRETRAINED[name]
-    dest = cache_dir() / entry.name / entry.filename
+    dest, present = _cached(entry)
+    if present:
+        return dest
     if dest.exists():
-        # Files only get here after the SHA-256 check (atomic move): the size is a cheap guard.
-        if entry.size is None or dest.stat().st_size == entry.size:
-            return dest
         logger.warning("Cached %s has the wrong size; downloading it again.", dest)
     if _offline():
         raise _unavailable(entry, dest, "offline mode is on (HF_HUB_OFFLINE/RNAFM_SKLEARN_OFFLINE)")
+    if download is None and (address := _unreachable_hub()):
+        raise _unavailable(entry, dest, f"{address} cannot be reached (no network?)")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".download-"))
     try:

@@ -136,3 +136,144 @@ def test_hub_files_exist_at_the_pinned_revision():
         url = hf_hub_url(entry.repo_id, entry.filename, revision=entry.revision)
         meta = get_hf_file_metadata(url)
         assert entry.size is None or meta.size == entry.size
+
+
+# ------------------------------------------------------------------ known configs (B3)
+
+
+def test_pretrained_configs_are_known_without_download():
+    from rnafm_sklearn import RnaFmConfig
+
+    rna = RnaFmConfig(**PRETRAINED["rna-fm"].config)
+    assert rna == RnaFmConfig(
+        num_layers=12, hidden_size=640, num_heads=20, ffn_size=5120, max_positions=1024,
+        alphabet="rna", emb_layer_norm_before=True,
+    )
+    assert RnaFmConfig(**PRETRAINED["mrna-fm"].config) == RnaFmConfig.mrna_fm()
+
+
+def test_read_config_of_a_named_model_downloads_nothing(monkeypatch):
+    import rnafm_sklearn._hub as hub
+    from rnafm_sklearn import RnaFmConfig
+    from rnafm_sklearn._checkpoint import read_config
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("read_config tried the network")
+
+    monkeypatch.setattr(hub, "_hf_download", no_network)
+    monkeypatch.setattr(hub, "_probe", no_network)
+    assert read_config("rna-fm").hidden_size == 640
+    assert read_config("mrna-fm") == RnaFmConfig.mrna_fm()
+    assert not cache_dir().exists()
+
+
+def test_read_config_of_a_cached_named_model_reads_the_file(monkeypatch, tmp_path):
+    """Once downloaded, the file itself is the authority (e.g. for token_dropout)."""
+    from _official import make_official_checkpoint
+
+    from rnafm_sklearn._checkpoint import read_config
+
+    path = make_official_checkpoint(tmp_path / "x.pth", token_dropout=True)
+    payload = path.read_bytes()
+    entry = replace(
+        PRETRAINED["rna-fm"], sha256=hashlib.sha256(payload).hexdigest(), size=len(payload)
+    )
+    monkeypatch.setitem(PRETRAINED, "rna-fm", entry)
+    pretrained_path("rna-fm", download=_writer(payload, []))
+    config = read_config("rna-fm")
+    assert config.hidden_size == 32 and config.token_dropout
+
+
+# ------------------------------------------------------------- no network: fail fast (A13)
+
+
+@pytest.fixture
+def probe(monkeypatch):
+    """Replace the reachability probe; record its calls; forget any cached answer."""
+    import rnafm_sklearn._hub as hub
+
+    calls, answer = [], {"value": False}
+
+    def fake(host, port, timeout):
+        calls.append((host, port, timeout))
+        return answer["value"]
+
+    monkeypatch.setattr(hub, "_probe", fake)
+    monkeypatch.setattr(hub, "_NETWORK", {})
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HF_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    return calls, answer
+
+
+def _hub_calls(monkeypatch):
+    import rnafm_sklearn._hub as hub
+
+    calls = []
+
+    def fake_download(entry, folder):
+        calls.append(entry.name)
+        raise ConnectionError("network unreachable")
+
+    monkeypatch.setattr(hub, "_hf_download", fake_download)
+    return calls
+
+
+def test_no_network_fails_fast_without_hub_retries(probe, monkeypatch, fake_entry):
+    calls, _ = probe
+    downloads = _hub_calls(monkeypatch)
+    for _ in range(2):
+        with pytest.raises(
+            WeightsUnavailableError, match=r"huggingface\.co:443 cannot be reached \(no network\?\)"
+        ):
+            pretrained_path("rna-fm")
+    assert downloads == []  # huggingface_hub (and its retries) never ran
+    assert calls == [("huggingface.co", 443, 3.0)]  # probed once per process
+
+
+def test_probe_follows_hf_endpoint(probe, monkeypatch, fake_entry):
+    calls, _ = probe
+    monkeypatch.setenv("HF_ENDPOINT", "http://hf-mirror.example:8080")
+    _hub_calls(monkeypatch)
+    with pytest.raises(WeightsUnavailableError, match=r"hf-mirror\.example:8080 cannot be reached"):
+        pretrained_path("rna-fm")
+    assert calls == [("hf-mirror.example", 8080, 3.0)]
+
+
+def test_network_reachable_goes_to_the_hub(probe, monkeypatch, fake_entry):
+    calls, answer = probe
+    answer["value"] = True
+    downloads = _hub_calls(monkeypatch)
+    failed = r"the download failed \(network unreachable\)"
+    with pytest.raises(WeightsUnavailableError, match=failed):
+        pretrained_path("rna-fm")
+    assert downloads == ["rna-fm"] and len(calls) == 1
+
+
+def test_no_probe_behind_a_proxy(probe, monkeypatch, fake_entry):
+    """A direct connection proves nothing when traffic goes through a proxy."""
+    calls, _ = probe
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    downloads = _hub_calls(monkeypatch)
+    with pytest.raises(WeightsUnavailableError, match="the download failed"):
+        pretrained_path("rna-fm")
+    assert calls == [] and downloads == ["rna-fm"]
+
+
+def test_no_probe_with_a_custom_download(probe, fake_entry):
+    calls, _ = probe
+    pretrained_path("rna-fm", download=_writer(PAYLOAD, []))
+    assert calls == []
+
+
+def test_probe_against_local_sockets():
+    """The real probe: True for a listening port, False for a closed one (no internet needed)."""
+    import socket
+
+    import rnafm_sklearn._hub as hub
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert hub._probe("127.0.0.1", port, 2.0) is True
+    assert hub._probe("127.0.0.1", port, 2.0) is False

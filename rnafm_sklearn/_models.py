@@ -3,6 +3,11 @@
 ``clone()`` in a grid search or a cross-validation fold creates new estimators with the same
 ``model`` parameter; they all get the same encoder object from here instead of reading the
 checkpoint again. Pickled estimators carry no weights: a new process loads them once here.
+
+A checkpoint is identified by its path and by the size, mtime, ctime and inode of every file
+that affects the numbers (for a folder: ``config.json``, ``vocab.txt``, ``*.safetensors``, the
+shard index, ``pytorch_model.bin``), so a checkpoint rewritten in place (``cp`` over it) is read
+again. :func:`get_config` gives a checkpoint's architecture without loading its weights.
 """
 
 from __future__ import annotations
@@ -16,41 +21,126 @@ from pathlib import Path
 
 import torch
 
-from ._checkpoint import load_model
-from ._encoder import RnaFmEncoder
+from ._checkpoint import load_model, read_config
+from ._encoder import RnaFmConfig, RnaFmEncoder
+from ._errors import InvalidParameterError
 from ._hub import PRETRAINED
 
-__all__ = ["clear_model_cache", "get_encoder", "resolve_device"]
+__all__ = ["clear_model_cache", "get_config", "get_encoder", "resolve_device"]
 
 _LOCK = threading.Lock()
 _CACHE: OrderedDict[tuple, RnaFmEncoder] = OrderedDict()
 _MAX_ENTRIES = 4  # encoders kept alive (each device/dtype copy counts once)
+_CONFIGS: OrderedDict[tuple, RnaFmConfig] = OrderedDict()
+_MAX_CONFIGS = 64
 LOAD_COUNT = 0  # number of checkpoint reads in this process (tests count them)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then the CPU."""
-    if device == "auto":
+_DEVICES = "use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+
+
+class _UnknownDeviceError(InvalidParameterError, RuntimeError):
+    """Not a device string; also a RuntimeError, as ``torch.device`` raises for one."""
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps and mps.is_available())
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """The torch device for ``device``; ``"auto"`` picks CUDA, then Apple MPS, then the CPU.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``device`` is not a device string, or names a device this machine does not have
+        (e.g. ``"cuda"`` where PyTorch has no CUDA support or no GPU is visible).
+
+    Examples
+    --------
+    >>> from rnafm_sklearn._models import resolve_device
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if isinstance(device, str) and device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise _UnknownDeviceError(
+            f"The 'device' parameter is {device!r}, which is not a device: {_DEVICES}."
+        ) from exc
+    if resolved.type == "cpu":
+        return resolved
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (
+                "this PyTorch build has no CUDA support"
+                if torch.version.cuda is None
+                else "no CUDA GPU is visible"
+            )
+            raise InvalidParameterError(
+                f"The 'device' parameter is {device!r}, but CUDA is not available here ({why}); "
+                "use device='cpu' or device='auto'."
+            )
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            names = ", ".join(f"cuda:{i}" for i in range(count))
+            raise InvalidParameterError(
+                f"The 'device' parameter is {device!r}, but this machine has only {count} CUDA "
+                f"device{'s' if count != 1 else ''} ({names}); use one of them or device='auto'."
+            )
+        return resolved
+    if resolved.type == "mps":
+        if not _mps_available():
+            raise InvalidParameterError(
+                f"The 'device' parameter is {device!r}, but Apple MPS is not available here; "
+                "use device='cpu' or device='auto'."
+            )
+        return resolved
+    raise _UnknownDeviceError(
+        f"The 'device' parameter is {device!r}: rnafm_sklearn runs on the CPU, CUDA GPUs or "
+        f"Apple MPS; {_DEVICES}."
+    )
+
+
+# Files of a checkpoint folder whose content changes the numbers.
+_NUMERIC_FILES = ("config.json", "vocab.txt", "pytorch_model.bin")
+
+
+def _affects_numbers(name: str) -> bool:
+    return (
+        name in _NUMERIC_FILES
+        or name.endswith(".safetensors")
+        or name.endswith(".safetensors.index.json")
+    )
+
+
+def _signature(path: Path) -> tuple[int, ...]:
+    st = path.stat()
+    # ctime changes on every write and cannot be set back (unlike mtime, e.g. by ``cp -p``)
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
 
 def _source_key(model: str | os.PathLike) -> tuple:
+    """What identifies a checkpoint's content: its path and the state of its files."""
     if isinstance(model, str) and model in PRETRAINED:
         return ("pretrained", model)
     path = Path(model).expanduser().resolve()
     try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return ("path", str(path), None, None)
-    # A checkpoint replaced on disk (new mtime or size) is loaded again.
-    return ("path", str(path), stat.st_mtime_ns, stat.st_size)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if _affects_numbers(p.name) and p.is_file())
+            return ("path", str(path), tuple((p.name, _signature(p)) for p in files))
+        return ("path", str(path), _signature(path))
+    except OSError:  # missing or unreadable: loading it gives the error
+        return ("path", str(path), None)
 
 
 def get_encoder(model: str | os.PathLike, device: torch.device, dtype: torch.dtype) -> RnaFmEncoder:
@@ -67,6 +157,7 @@ def get_encoder(model: str | os.PathLike, device: torch.device, dtype: torch.dty
         if base is None:
             base = load_model(model)
             LOAD_COUNT += 1
+            _remember_config(source, base.config)
         if key == base_key:
             encoder = base
         else:
@@ -80,6 +171,36 @@ def get_encoder(model: str | os.PathLike, device: torch.device, dtype: torch.dty
             encoder.pack_for_cpu()
         _remember(key, encoder)
         return encoder
+
+
+def get_config(model: str | os.PathLike) -> RnaFmConfig:
+    """The architecture of ``model``, read from its metadata (no weights), once per process.
+
+    Cached under the same key as the encoders, so a checkpoint changed on disk is read again;
+    where the encoder is already loaded, its config is returned. For ``"rna-fm"`` and
+    ``"mrna-fm"`` nothing is downloaded (see :func:`rnafm_sklearn._checkpoint.read_config`).
+
+    Examples
+    --------
+    >>> from rnafm_sklearn._models import get_config
+    >>> get_config("tests/fixtures/RNA-FM_tiny.pth").num_layers
+    2
+    """
+    source = _source_key(model)
+    with _LOCK:
+        config = _CONFIGS.get(source)
+        if config is None:
+            loaded = next((enc for (src, _, _), enc in _CACHE.items() if src == source), None)
+            config = loaded.config if loaded is not None else read_config(model)
+        _remember_config(source, config)
+        return config
+
+
+def _remember_config(source: tuple, config: RnaFmConfig) -> None:
+    _CONFIGS[source] = config
+    _CONFIGS.move_to_end(source)
+    while len(_CONFIGS) > _MAX_CONFIGS:
+        _CONFIGS.popitem(last=False)
 
 
 def weights_fingerprint(encoder: RnaFmEncoder) -> str:
@@ -121,3 +242,4 @@ def clear_model_cache() -> None:
     """
     with _LOCK:
         _CACHE.clear()
+        _CONFIGS.clear()

@@ -5,19 +5,20 @@ Public API (everything else is private)::
     from rnafm_sklearn import (
         RnaFmEmbedder,                                   # the scikit-learn transformer
         load_model, save_model, convert_checkpoint,      # checkpoints
+        read_config,                                     # a checkpoint's architecture, no weights
         RnaFmConfig, RnaFmEncoder,                       # the PyTorch model
         get_alphabet, normalize_sequences, Alphabet,     # tokens and input checks
         cache_dir, pretrained_path, PRETRAINED,          # pretrained weights
         read_fasta,                                      # FASTA (plain or gzip) to a Series
         clear_model_cache,                               # free loaded weights
         EmbeddingCache,                                  # persistent embedding store
-        CheckpointError, InvalidParameterError, WeightsUnavailableError,
+        CheckpointError, EmbeddingCacheError, InvalidParameterError, WeightsUnavailableError,
     )
 """
 
 from ._alphabet import Alphabet, get_alphabet, normalize_sequences
-from ._cache import EmbeddingCache
-from ._checkpoint import convert_checkpoint, load_model, save_model
+from ._cache import EmbeddingCache, EmbeddingCacheError
+from ._checkpoint import convert_checkpoint, load_model, read_config, save_model
 from ._embedder import RnaFmEmbedder
 from ._encoder import RnaFmConfig, RnaFmEncoder
 from ._errors import CheckpointError, InvalidParameterError, WeightsUnavailableError
@@ -32,6 +33,7 @@ __all__ = [
     "Alphabet",
     "CheckpointError",
     "EmbeddingCache",
+    "EmbeddingCacheError",
     "InvalidParameterError",
     "RnaFmEmbedder",
     "RnaFmConfig",
@@ -44,6 +46,7 @@ __all__ = [
     "load_model",
     "normalize_sequences",
     "pretrained_path",
+    "read_config",
     "read_fasta",
     "save_model",
 ]

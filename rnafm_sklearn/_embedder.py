@@ -12,14 +12,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from ._alphabet import Alphabet, get_alphabet, normalize_sequences, row_name
 from ._cache import EmbeddingCache
+from ._encoder import RnaFmConfig
 from ._errors import InvalidParameterError, warn
 from ._family import family
 from ._inference import POOLINGS, Plan, Runner, feature_width, n_windows
-from ._models import DTYPES, get_encoder, resolve_device, weights_fingerprint
+from ._kernels_cpu import NUMERICS_VERSION
+from ._models import DTYPES, get_config, get_encoder, resolve_device, weights_fingerprint
 
 __all__ = ["RnaFmEmbedder"]
 
@@ -235,21 +238,29 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
         return out
 
     def _cache_keys(self, runner: Runner, plan: Plan, tokens: list[bytes]) -> list[bytes]:
-        settings = json.dumps(
-            {
-                "weights": weights_fingerprint(runner.encoder),
-                "alphabet": runner.encoder.config.alphabet,
-                "layers": plan.layers,
-                "aggregate": plan.aggregate,
-                "poolings": plan.poolings,
-                "dtype": self.dtype,
-            },
-            sort_keys=True,
-        ).encode()
+        """One key per token list: a hash of everything that changes the numbers.
+
+        The weights (by value), the settings, the library's numerics version (bumped whenever a
+        kernel change alters results) and, below float32, the device class and the torch
+        version (reduced-precision kernels differ between CPUs and GPUs and across releases).
+        """
+        settings: dict[str, object] = {
+            "weights": weights_fingerprint(runner.encoder),
+            "alphabet": runner.encoder.config.alphabet,
+            "layers": plan.layers,
+            "aggregate": plan.aggregate,
+            "poolings": plan.poolings,
+            "dtype": self.dtype,
+            "numerics": NUMERICS_VERSION,
+        }
+        if self.dtype != "float32":
+            settings["device"] = runner.device.type
+            settings["torch"] = ".".join(torch.__version__.split("+")[0].split(".")[:2])
+        settings_bytes = json.dumps(settings, sort_keys=True).encode()
         window = json.dumps({"window_stride": plan.window_stride}).encode()
         keys = []
         for t in tokens:
-            h = hashlib.sha256(settings)
+            h = hashlib.sha256(settings_bytes)
             if len(t) > runner.window:  # only windowed sequences depend on the stride
                 h.update(window)
             h.update(b"\0")
@@ -286,21 +297,26 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
         The name is ``{model}_{layers}_{pooling}_{i}``: ``model`` is ``rnafm`` or ``mrnafm``,
         ``layers`` is ``l12`` (or ``l6+12avg`` when layers are averaged).
         """
-        plan, encoder = self._plan()
-        prefix = family(encoder.config.alphabet).feature_prefix
+        plan, config, _ = self._settings()
+        prefix = family(config.alphabet).feature_prefix
         if plan.aggregate == "concat":
             groups = [f"l{layer}" for layer in plan.layers]
         else:
             groups = ["l" + "+".join(map(str, plan.layers)) + "avg"]
-        hidden = encoder.config.hidden_size
+        hidden = config.hidden_size
         names = [
             f"{prefix}_{g}_{p}_{i}" for g in groups for p in plan.poolings for i in range(hidden)
         ]
         return np.asarray(names, dtype=object)
 
     # ----------------------------------------------------------------------------- helpers
-    def _plan(self) -> tuple[Plan, Any]:
-        """Validate every parameter; return the plan and the (shared) encoder."""
+    def _settings(self) -> tuple[Plan, RnaFmConfig, torch.device]:
+        """Validate every parameter against the checkpoint's config; load no weights.
+
+        Feature names and parameter errors need only the architecture (read from the
+        checkpoint's metadata, or known for the named models), so ``get_feature_names_out``
+        and ``rnafm_sklearn.dask.embed`` never load weights on the client.
+        """
         if not isinstance(self.model, str | os.PathLike):
             raise _fail("model", "a str ('rna-fm') or a path to a checkpoint", self.model)
         poolings = _check_pooling(self.pooling)
@@ -332,10 +348,9 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
                 "The 'dtype' parameter of RnaFmEmbedder is 'float16', which needs a GPU; on the "
                 "CPU use 'bfloat16' (fast on CPUs with AVX-512 BF16) or 'float32'."
             )
-        encoder = get_encoder(self.model, device, DTYPES[self.dtype])
-        n = encoder.num_layers
-        layers = _check_layers(self.layers, n)
-        window = encoder.config.max_sequence_tokens
+        config = get_config(self.model)
+        layers = _check_layers(self.layers, config.num_layers)
+        window = config.max_sequence_tokens
         if self.window_stride is not None and not (
             isinstance(self.window_stride, Integral)
             and not isinstance(self.window_stride, bool)
@@ -348,10 +363,11 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
             poolings=poolings,
             window_stride=self.window_stride or window // 2,
         )
-        return plan, encoder
+        return plan, config, device
 
     def _prepare(self, X: Any) -> tuple[Runner, Plan, list[bytes]]:
-        plan, encoder = self._plan()
+        plan, _, device = self._settings()
+        encoder = get_encoder(self.model, device, DTYPES[self.dtype])
         raw, index = _as_sequences(X, self.column)
         alphabet = get_alphabet(encoder.config.alphabet)
         sequences = normalize_sequences(raw, alphabet, index=index)

@@ -69,8 +69,9 @@ def embed(data: Any, embedder: RnaFmEmbedder) -> Any:
         The sequences. A DataFrame needs ``embedder.column`` (or a single column).
     embedder : RnaFmEmbedder
         Its parameters are used on every worker (give ``model`` as a path every worker can
-        read, or ``"rna-fm"`` with a shared ``RNAFM_SKLEARN_HOME``; a shared ``cache`` path is
-        safe to use from all workers).
+        read, or ``"rna-fm"`` with a shared ``RNAFM_SKLEARN_HOME``). A ``cache`` path is safe
+        to share between the workers of one machine, not over a network file system (SQLite
+        locking). Column names come from the checkpoint's config: the client loads no weights.
 
     Returns
     -------

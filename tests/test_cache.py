@@ -77,6 +77,29 @@ def test_every_setting_that_changes_numbers_misses(tmp_path, computed, real_sequ
         assert computed == [5], kw
 
 
+def test_numerics_version_and_reduced_precision_device_are_in_the_key(tmp_path, monkeypatch):
+    import torch
+
+    from rnafm_sklearn import _embedder
+
+    def keys(dtype="float32", device=None):
+        e = emb(tmp_path, dtype=dtype)
+        runner, plan, tokens = e._prepare(["ACGUAGG", "GGGAAAC"])
+        if device is not None:
+            runner.device = torch.device(device)
+        return e._cache_keys(runner, plan, tokens)
+
+    fp32, bf16 = keys(), keys("bfloat16")
+    assert keys() == fp32 and set(fp32).isdisjoint(bf16)
+    # float32 matches the official model on every device: its keys ignore the device
+    assert keys(device="cuda") == fp32
+    # reduced precision differs between device classes
+    assert set(keys("bfloat16", device="cuda")).isdisjoint(bf16)
+    # a kernel change that alters the numbers bumps NUMERICS_VERSION: every key changes
+    monkeypatch.setattr(_embedder, "NUMERICS_VERSION", _embedder.NUMERICS_VERSION + 1)
+    assert set(keys()).isdisjoint(fp32)
+
+
 def test_same_weights_in_another_format_hit(tmp_path, computed, real_sequences):
     emb(tmp_path / "c").transform(real_sequences)
     native = convert_checkpoint(TINY_PTH, tmp_path / "native")

@@ -101,6 +101,17 @@ def test_joblib_dask_backend_cross_validation(client, data):
     np.testing.assert_allclose(remote, local)
 
 
+def test_building_the_graph_loads_no_weights_on_the_client():
+    import rnafm_sklearn._models as models
+
+    models.clear_model_cache()
+    before = _load_count()
+    s = dd.from_pandas(pd.Series(["ACGU", "GGCA"]), npartitions=1)
+    lazy = embed(s, RnaFmEmbedder(model=MODEL, device="auto"))
+    assert lazy.columns[0] == "rnafm_l2_mean_0"
+    assert _load_count() == before  # column names come from the checkpoint's config
+
+
 def test_input_errors():
     emb = RnaFmEmbedder(model=MODEL)
     with pytest.raises(TypeError, match="data must be a dask Series or DataFrame, got list"):

@@ -12,6 +12,8 @@ import rnafm_sklearn._checkpoint as checkpoint
 
 MODULES = [
     "_alphabet",
+    "_family",
+    "_mutations",
     "_encoder",
     "_checkpoint",
     "_hub",
@@ -36,6 +38,7 @@ def test_readme_has_python_blocks():
 def test_readme_python_blocks_execute(tmp_path, monkeypatch, capsys):
     """'rna-fm' resolves to the tiny random checkpoint here (no network in tests)."""
     monkeypatch.setattr(checkpoint, "pretrained_path", lambda name: TINY_PTH)
+    monkeypatch.setattr(checkpoint, "cached_pretrained_path", lambda name: TINY_PTH)
     (tmp_path / "data").symlink_to(ROOT / "data")
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}

@@ -199,6 +199,19 @@ def test_feature_names():
     assert avg[0] == "rnafm_l1+2avg_mean_0" and len(avg) == 32
 
 
+def test_feature_names_and_parameter_errors_need_no_weights(tmp_path):
+    models.clear_model_cache()
+    before = models.LOAD_COUNT
+    assert emb(layers=[0, 1]).get_feature_names_out()[-1] == "rnafm_l1_mean_31"
+    with pytest.raises(InvalidParameterError, match="'layers' parameter"):
+        emb(layers=5).get_feature_names_out()
+    assert models.LOAD_COUNT == before  # read from the checkpoint's metadata only
+    # the named model's architecture is known without its 1.2 GB file
+    names = RnaFmEmbedder(model="rna-fm").get_feature_names_out()
+    assert len(names) == 640 and names[0] == "rnafm_l12_mean_0"
+    assert not (tmp_path / "home").exists() or not any((tmp_path / "home").rglob("*.pth"))
+
+
 def test_n_features_in_is_not_defined_for_string_input(real_sequences):
     e = emb().fit(real_sequences)
     assert not hasattr(e, "n_features_in_")

@@ -177,8 +177,8 @@ def test_truncate_policy(official, side, piece):
     assert len(record) == 1  # one summary warning per call
     first_last = "first" if side == "right" else "last"
     assert str(record[0].message) == (
-        f"Truncated 2 of 3 sequence(s) longer than 1022 nt to their {first_last} 1022 "
-        "(longest: 1500). Use long_sequences='window' to keep every nucleotide."
+        f"Truncated 2 of 3 sequence(s) longer than 1022 nt to their {first_last} 1022 nt "
+        "(longest: 1500 nt). Use long_sequences='window' to keep every nucleotide."
     )
     kept = seq[piece]
     h = model(official_tokens(alpha, [kept]), repr_layers=[2])["representations"][2]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
@@ -16,13 +17,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _kernels_cpu as cpu_kernels
 from ._alphabet import get_alphabet
 
 __all__ = ["RnaFmConfig", "RnaFmEncoder"]
 
+logger = logging.getLogger("rnafm_sklearn")
+
 # The official forward rescales token embeddings by this when ``token_dropout`` is set:
 # 15 % of tokens were masked in training and 80 % of those replaced by <mask>.
 _MASK_RATIO_TRAIN = 0.15 * 0.8
+# Set once the first packed oneDNN product has failed at run time (warn once per process).
+_FALLBACK_WARNED = False
 
 
 @dataclass(frozen=True)
@@ -103,30 +109,20 @@ class RnaFmConfig:
         return asdict(self)
 
 
-@functools.cache
-def _onednn_linear_ops() -> tuple | None:
-    """PyTorch's oneDNN ``(reorder weight, linear)`` operators, if this build has them."""
-    try:
-        if not torch.backends.mkldnn.is_available():
-            return None
-        return torch.ops.mkldnn._reorder_linear_weight, torch.ops.mkldnn._linear_pointwise
-    except (AttributeError, RuntimeError):
-        return None
-
-
-_PACKABLE = (torch.float32, torch.bfloat16)
-# post-op arguments of mkldnn::_linear_pointwise; GELU algorithm "none" is the exact erf GELU
-_GELU, _NO_ACTIVATION = ("gelu", [], "none"), ("none", [], "")
+def _is_out_of_memory(exc: RuntimeError) -> bool:
+    message = str(exc).lower()
+    return isinstance(exc, torch.OutOfMemoryError) or any(
+        m in message for m in ("out of memory", "not enough memory")
+    )
 
 
 class _Linear(nn.Linear):
     """``nn.Linear`` that can run its CPU matrix products with a pre-packed oneDNN weight.
 
-    On x86 CPUs, oneDNN with the weight laid out once in its blocked format beats the BLAS
-    call behind ``F.linear`` by 10-25 % in float32 and ~9 % in bfloat16 at our batch shapes (see
-    ``benchmarks/throughput.py``); it also applies GELU to the output while it is in cache.
-    :meth:`pack` swaps ``weight`` for the packed copy (no second copy is kept);
-    ``state_dict()`` still returns the ordinary dense weight, bit for bit.
+    :meth:`pack` swaps ``weight`` for the packed copy (no second copy is kept; see
+    :func:`~rnafm_sklearn._kernels_cpu.pack_linear_weight`); ``state_dict()`` still returns
+    the ordinary dense weight, bit for bit. Should a packed product fail at run time, the
+    layer goes back to its dense weight and ``F.linear`` for good (one warning is logged).
     """
 
     _packed: torch.Tensor | None = None
@@ -135,20 +131,8 @@ class _Linear(nn.Linear):
         """Use a packed oneDNN weight from now on; ``False`` (and no change) if unsupported."""
         if self._packed is not None:
             return True
-        ops, weight = _onednn_linear_ops(), self.weight
-        if ops is None or weight.device.type != "cpu" or weight.dtype not in _PACKABLE:
-            return False
-        reorder, linear = ops
-        try:
-            packed = reorder(weight.detach(), None)
-            # Only an operator that reproduces the dense product is used.
-            probe = torch.linspace(-1, 1, 3 * self.in_features, dtype=weight.dtype)
-            probe = probe.view(3, self.in_features)
-            got = linear(probe, packed, self.bias, "none", [], "")
-            want = F.linear(probe, weight, self.bias)
-            if not torch.allclose(got.float(), want.float(), rtol=1e-2, atol=1e-2):
-                return False
-        except RuntimeError:
+        packed = cpu_kernels.pack_linear_weight(self.weight, self.bias)
+        if packed is None:
             return False
         self._packed = packed
         del self.weight  # the Parameter; the packed copy replaces it
@@ -159,106 +143,47 @@ class _Linear(nn.Linear):
         self, x: torch.Tensor, *, gelu: bool = False, add: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``x @ W.T + b``, then the exact (erf) GELU if ``gelu``, then ``+ add`` if given."""
-        if self._packed is None:
-            y = F.linear(x, self.weight, self.bias)
-            y = F.gelu(y) if gelu else y
-        else:
-            linear = _onednn_linear_ops()[1]  # type: ignore[index]
-            y = linear(x, self._packed, self.bias, *(_GELU if gelu else _NO_ACTIVATION))
+        packed = self._packed
+        if packed is not None:
+            try:
+                y = cpu_kernels.packed_linear(x, packed, self.bias, gelu=gelu)
+                return y if add is None else y.add_(add)
+            except RuntimeError as exc:
+                if _is_out_of_memory(exc):
+                    raise  # not the kernel's fault: the caller's out-of-memory handling decides
+                self._unpack(exc)
+        y = F.linear(x, self.weight, self.bias)
+        y = F.gelu(y) if gelu else y
         return y if add is None else y.add_(add)
+
+    def _unpack(self, exc: RuntimeError) -> None:
+        """Go back to the dense weight after the packed product failed with ``exc``."""
+        global _FALLBACK_WARNED
+        packed = self._packed
+        if packed is None:  # another thread got here first
+            return
+        with torch.inference_mode(False):  # an ordinary tensor, usable outside inference mode
+            weight = cpu_kernels.dense_linear_weight(packed)
+        requires_grad = self.bias.requires_grad if self.bias is not None else False
+        self.weight = nn.Parameter(weight, requires_grad=requires_grad)
+        self._packed = None
+        if not _FALLBACK_WARNED:
+            _FALLBACK_WARNED = True
+            first_line = str(exc).partition("\n")[0]
+            logger.warning(
+                "The oneDNN linear kernel failed (%s: %s); the affected layers use F.linear "
+                "from now on (same results, slower).",
+                type(exc).__name__,
+                first_line,
+            )
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):  # noqa: ANN001
         super()._save_to_state_dict(destination, prefix, keep_vars)
         if self._packed is not None:
-            destination[prefix + "weight"] = self._packed.to_dense()
+            destination[prefix + "weight"] = cpu_kernels.dense_linear_weight(self._packed)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", onednn_packed=True" if self._packed is not None else "")
-
-
-# Most attention scores held at once by _attention_bf16_cpu: 4 Mi elements (8 MB in bfloat16),
-# which stay in the caches and are reused by every chunk of a layer.
-_SCORE_CHUNK = 1 << 22
-
-
-def _attention_bf16_cpu(
-    qkv: torch.Tensor, segments: list[tuple[int, int]], num_heads: int
-) -> torch.Tensor:
-    """Self-attention of each sequence's real tokens, bfloat16 on the CPU.
-
-    ``qkv`` is the fused projection of the flattened real tokens, ``(rows, 3E)``; sequence
-    ``b`` owns rows ``start:start + length`` (``segments``). Returns ``(rows, E)``, zeros in
-    rows no segment covers. Each sequence attends over its own tokens only, so no mask and no
-    padded rows are needed.
-
-    PyTorch's flash-attention CPU kernel is no faster in bfloat16 than in float32 at 32-dim
-    heads (~150 GFLOP/s on a 1000-token row). Here the two products run as batched bfloat16
-    matrix products (~600-900 GFLOP/s) on chunks of heads whose scores fit one reused buffer,
-    and the softmax (float32 inside) runs in place. Scores are rounded to bfloat16 before the
-    softmax, as in eager bfloat16 attention; ``benchmarks/precision.py`` measures the effect,
-    also with sharpened attention. Inference only: the in-place softmax keeps nothing for
-    autograd.
-    """
-    rows, E = qkv.shape[0], qkv.shape[1] // 3
-    D = E // num_heads
-    # heads per chunk for each sequence, so that a chunk's scores fit _SCORE_CHUNK
-    plan = [
-        (start, n, max(1, min(num_heads, _SCORE_CHUNK // max(1, n * n)))) for start, n in segments
-    ]
-    scores = qkv.new_empty(max((g * n * n for _, n, g in plan), default=0))
-    values = qkv.new_empty(max((g * n * D for _, n, g in plan), default=0))
-    out = qkv.new_empty(rows, E)
-    for start, n, g in plan:
-        q, k, v = qkv[start : start + n].view(n, 3, num_heads, D).permute(1, 2, 0, 3)  # (H, n, D)
-        o = out[start : start + n].view(n, num_heads, D)
-        for i in range(0, num_heads, g):
-            j = min(num_heads, i + g)
-            s = scores[: (j - i) * n * n].view(j - i, n, n)
-            y = values[: (j - i) * n * D].view(j - i, n, D)
-            torch.baddbmm(s, q[i:j], k[i:j].transpose(1, 2), beta=0.0, alpha=D**-0.5, out=s)
-            torch.ops.aten._softmax.out(s, -1, False, out=s)
-            torch.matmul(s, v[i:j], out=y)
-            o[:, i:j] = y.transpose(0, 1)
-    out[max((start + n for start, n, _ in plan), default=0) :] = 0
-    return out
-
-
-class _SelfAttention(nn.Module):
-    """Multi-head self-attention with a fused q/k/v projection."""
-
-    def __init__(self, cfg: RnaFmConfig):
-        super().__init__()
-        self.num_heads = cfg.num_heads
-        self.qkv_proj = _Linear(cfg.hidden_size, 3 * cfg.hidden_size)
-        self.out_proj = _Linear(cfg.hidden_size, cfg.hidden_size)
-
-    def forward(self, h: torch.Tensor, residual: torch.Tensor, layout: _Layout) -> torch.Tensor:
-        """``residual + attention(h)`` for the real tokens ``h``, ``(rows, E)``."""
-        qkv = self.qkv_proj(h)  # (rows, 3E)
-        if qkv.device.type == "cpu" and qkv.dtype == torch.bfloat16 and not qkv.requires_grad:
-            return self.out_proj(
-                _attention_bf16_cpu(qkv, layout.segments, self.num_heads), add=residual
-            )
-        B, T = layout.shape
-        E = h.shape[1]
-        # (B * T, 3E) => (B, T, 3, H, D) => (3, B, H, T, D)
-        q, k, v = layout.pad(qkv).view(B, T, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        # scale = head_dim ** -0.5, as the official code scales q
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.keep)
-        # (B, H, T, D) => (B * T, E) => real tokens only
-        y = layout.unpad(y.transpose(1, 2).reshape(B * T, E))
-        return self.out_proj(y, add=residual)
-
-
-def _bucketed(n: int) -> int:
-    """``n`` rounded up to one of at most 32 sizes per doubling (a multiple of 32 below 1024).
-
-    oneDNN caches a compiled primitive, ~0.7 MB each, for every distinct matrix shape it sees;
-    real-token counts differ in nearly every batch, and without buckets that cache grew by
-    ~400 MB over 10 000 sequences. The extra rows cost at most 32 rows or 1/32 of the work.
-    """
-    step = max(32, 1 << max(0, n.bit_length() - 6))
-    return -(-n // step) * step
 
 
 class _Layout:
@@ -266,16 +191,17 @@ class _Layout:
 
     Everything runs on the real tokens only, flattened to ``(rows, E)``: padding costs no
     matrix products. ``rows`` is the number of real tokens ``n`` rounded up by
-    :func:`_bucketed`; the extra rows start as zeros, never enter attention and are dropped.
-    Attention takes each sequence's rows (``segments``) on the bfloat16 CPU path; elsewhere it
-    scatters the real tokens back into ``(B, T)`` rows for ``scaled_dot_product_attention``.
+    :func:`~rnafm_sklearn._kernels_cpu.bucketed` (fewer distinct shapes for oneDNN to
+    compile); the extra rows start as zeros, never enter attention and are dropped. Attention
+    takes each sequence's rows (``segments``) on the bfloat16 CPU path; elsewhere it scatters
+    the real tokens back into ``(B, T)`` rows and masks the padding (``keep``).
     """
 
     def __init__(self, pad: torch.Tensor):
         B, T = self.shape = tuple(pad.shape)
         real = self._real = ~pad
         self.n = int(real.sum())
-        self.rows = _bucketed(self.n)
+        self.rows = cpu_kernels.bucketed(self.n)
         if self.n < B * T:
             self.index: torch.Tensor | None = real.reshape(-1).nonzero().squeeze(1)
             self.keep: torch.Tensor | None = real[:, None, None, :]  # True = attend
@@ -296,7 +222,8 @@ class _Layout:
         if x.requires_grad:  # autograd records no out= arguments
             real = x if self.index is None else x.index_select(0, self.index)
             return F.pad(real, (0, 0, 0, self.rows - self.n))
-        out = x.new_zeros(self.rows, x.shape[1])
+        out = x.new_empty(self.rows, x.shape[1])
+        out[self.n :] = 0
         if self.index is None:
             out[: self.n] = x
         else:
@@ -310,6 +237,48 @@ class _Layout:
             return x
         out = x.new_zeros(self.shape[0] * self.shape[1], x.shape[1])
         return out.index_copy_(0, self.index, x)
+
+
+def attention(qkv: torch.Tensor, layout: _Layout, num_heads: int) -> torch.Tensor:
+    """Multi-head self-attention of each sequence's real tokens: ``(rows, 3E)`` => ``(rows, E)``.
+
+    ``qkv`` holds the fused q/k/v projections of the real tokens in ``layout``; a token
+    attends to the real tokens of its own sequence, q scaled by ``head_dim ** -0.5``. Rows
+    that hold no real token come back as zeros. This is the one place where the kernel is
+    chosen: bfloat16 on the CPU without autograd runs
+    :func:`~rnafm_sklearn._kernels_cpu.attention_bf16_cpu` on each sequence's rows; anything
+    else runs ``scaled_dot_product_attention`` on the padded ``(B, T)`` batch with a key
+    padding mask.
+    """
+    if qkv.device.type == "cpu" and qkv.dtype == torch.bfloat16 and not qkv.requires_grad:
+        return cpu_kernels.attention_bf16_cpu(qkv, layout.segments, num_heads)
+    return _attention_padded(qkv, layout, num_heads)
+
+
+def _attention_padded(qkv: torch.Tensor, layout: _Layout, num_heads: int) -> torch.Tensor:
+    """:func:`attention` as one ``scaled_dot_product_attention`` call on the padded batch."""
+    B, T = layout.shape
+    E = qkv.shape[1] // 3
+    # (rows, 3E) => (B * T, 3E) => (B, T, 3, H, D) => (3, B, H, T, D)
+    q, k, v = layout.pad(qkv).view(B, T, 3, num_heads, E // num_heads).permute(2, 0, 3, 1, 4)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.keep)
+    # (B, H, T, D) => (B, T, H, D) => (B * T, E) => (rows, E)
+    return layout.unpad(y.transpose(1, 2).reshape(B * T, E))
+
+
+class _SelfAttention(nn.Module):
+    """Multi-head self-attention with a fused q/k/v projection."""
+
+    def __init__(self, cfg: RnaFmConfig):
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.qkv_proj = _Linear(cfg.hidden_size, 3 * cfg.hidden_size)
+        self.out_proj = _Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def forward(self, h: torch.Tensor, residual: torch.Tensor, layout: _Layout) -> torch.Tensor:
+        """``residual + attention(h)`` for the real tokens ``h``, ``(rows, E)``."""
+        y = attention(self.qkv_proj(h), layout, self.num_heads)  # (rows, 3E) => (rows, E)
+        return self.out_proj(y, add=residual)
 
 
 class _Layer(nn.Module):

@@ -1,5 +1,9 @@
 """The CPU fast path: oneDNN pre-packed linear layers, and no matrix products on padding."""
 
+import ast
+import logging
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -7,13 +11,15 @@ from _official import load_official, official_tokens
 from conftest import TINY_PTH
 
 import rnafm_sklearn._encoder as encoder_module
+import rnafm_sklearn._kernels_cpu as kernels
 import rnafm_sklearn._models as models
 from rnafm_sklearn import RnaFmEmbedder, RnaFmEncoder, load_model
-from rnafm_sklearn._encoder import _bucketed, _Linear
+from rnafm_sklearn._encoder import _Linear
+from rnafm_sklearn._kernels_cpu import bucketed
 
 TOL = 1e-5
 needs_onednn = pytest.mark.skipif(
-    encoder_module._onednn_linear_ops() is None, reason="this torch build has no oneDNN"
+    kernels._onednn_linear_ops() is None, reason="this torch build has no oneDNN"
 )
 
 
@@ -72,7 +78,7 @@ def test_packing_keeps_the_state_dict_and_fingerprint():
 
 
 def test_without_onednn_nothing_changes(monkeypatch, real_sequences):
-    monkeypatch.setattr(encoder_module, "_onednn_linear_ops", lambda: None)
+    monkeypatch.setattr(kernels, "_onednn_linear_ops", lambda: None)
     enc = load_model(TINY_PTH)
     ids = torch.tensor([[0] + [4, 5, 6, 7] * 5 + [2]])
     expected = enc(ids)[2]
@@ -91,16 +97,116 @@ def test_a_wrong_operator_is_not_used(monkeypatch):
     def wrong_linear(x, w, b, *post_op):
         return torch.nn.functional.linear(x, w, b) + 1.0
 
-    monkeypatch.setattr(encoder_module, "_onednn_linear_ops", lambda: (reorder, wrong_linear))
+    monkeypatch.setattr(kernels, "_onednn_linear_ops", lambda: (reorder, wrong_linear))
     enc = load_model(TINY_PTH)
     assert enc.pack_for_cpu() is False
     assert all(m._packed is None for m in _linears(enc))
 
 
+def _dense_ops(gelu):
+    """Stand-ins for oneDNN's operators: the weight stays dense, ``gelu(y)`` is the post-op."""
+
+    def reorder(w, batch):
+        return w.clone()
+
+    def linear(x, w, b, attr, scalars, algorithm):
+        y = torch.nn.functional.linear(x, w, b)
+        return gelu(y) if attr == "gelu" else y
+
+    return reorder, linear
+
+
+@pytest.mark.parametrize(
+    "gelu",
+    [
+        lambda y: torch.nn.functional.gelu(y, approximate="tanh"),  # 4.7e-4 off at y = 3
+        lambda y: y,  # post-op ignored
+    ],
+    ids=["tanh-approximation", "ignored"],
+)
+def test_a_fused_gelu_that_disagrees_is_not_used(monkeypatch, gelu):
+    """The packing probe also checks the GELU post-op that fc1 uses at run time."""
+    monkeypatch.setattr(kernels, "_onednn_linear_ops", lambda: _dense_ops(gelu))
+    enc = load_model(TINY_PTH)
+    assert enc.pack_for_cpu() is False
+    assert all(m._packed is None for m in _linears(enc))
+    # the same stand-in with the exact GELU passes the probe
+    exact = _dense_ops(torch.nn.functional.gelu)
+    monkeypatch.setattr(kernels, "_onednn_linear_ops", lambda: exact)
+    assert load_model(TINY_PTH).pack_for_cpu() is True
+
+
+@needs_onednn
+@torch.no_grad()
+def test_a_failing_packed_product_falls_back_to_the_dense_weight(
+    monkeypatch, caplog, real_sequences
+):
+    """A RuntimeError from the oneDNN operator at run time: F.linear from then on, one warning."""
+    monkeypatch.setattr(encoder_module, "_FALLBACK_WARNED", False)
+    dense = load_model(TINY_PTH)
+    packed = _packed_copy(dense)
+    _, alpha = load_official(TINY_PTH)
+    ids = official_tokens(alpha, real_sequences[:6])
+    expected = dense(ids, layers=[1, 2])
+    reorder, _ = kernels._onednn_linear_ops()
+
+    def failing(*args):
+        raise RuntimeError("could not create a primitive descriptor for a matmul primitive")
+
+    monkeypatch.setattr(kernels, "_onednn_linear_ops", lambda: (reorder, failing))
+    with caplog.at_level(logging.WARNING, logger="rnafm_sklearn"), torch.inference_mode():
+        first = packed(ids, layers=[1, 2])
+        second = packed(ids, layers=[1, 2])
+    for out in (first, second):  # the dense weights and F.linear: bit for bit the dense encoder
+        assert all(torch.equal(out[k], expected[k]) for k in expected)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "The oneDNN linear kernel failed (RuntimeError: could not create a primitive" in (
+        warnings[0].getMessage()
+    )
+    assert "use F.linear from now on" in warnings[0].getMessage()
+    # every layer went back to an ordinary Parameter, usable outside inference mode
+    for m in _linears(packed):
+        assert m._packed is None and isinstance(m.weight, torch.nn.Parameter)
+        assert not m.weight.is_inference()
+    state = packed.state_dict()
+    assert all(torch.equal(v, dense.state_dict()[k]) for k, v in state.items())
+
+
+@needs_onednn
+@torch.no_grad()
+def test_out_of_memory_in_a_packed_product_is_not_a_kernel_failure(monkeypatch):
+    """Memory errors go to the caller's back-off (which halves the batch); the layer stays packed."""
+    monkeypatch.setattr(encoder_module, "_FALLBACK_WARNED", False)
+    packed = _packed_copy(load_model(TINY_PTH))
+    reorder, _ = kernels._onednn_linear_ops()
+
+    def oom(*args):
+        raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 8 GB")
+
+    monkeypatch.setattr(kernels, "_onednn_linear_ops", lambda: (reorder, oom))
+    with pytest.raises(RuntimeError, match="not enough memory"):
+        packed(torch.tensor([[0, 4, 5, 6, 7, 2]]))
+    assert all(m._packed is not None for m in _linears(packed))
+    assert encoder_module._FALLBACK_WARNED is False
+
+
+def test_the_kernels_module_imports_torch_only():
+    """Kernels know nothing of the encoder: the encoder dispatches to them, not the reverse."""
+    tree = ast.parse(Path(kernels.__file__).read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+                for a in n.names}  # fmt: skip
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree)
+                 if isinstance(n, ast.ImportFrom) and n.level == 0}  # fmt: skip
+    relative = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level > 0]
+    assert imported <= {"__future__", "functools", "torch"} and not relative
+    assert isinstance(kernels.NUMERICS_VERSION, int) and kernels.NUMERICS_VERSION >= 1
+
+
 @torch.no_grad()
 @pytest.mark.parametrize("pack", [False, True])
 def test_padding_costs_no_matrix_products_and_stays_zero(pack, real_sequences):
-    if pack and encoder_module._onednn_linear_ops() is None:
+    if pack and kernels._onednn_linear_ops() is None:
         pytest.skip("this torch build has no oneDNN")
     enc = load_model(TINY_PTH)
     if pack:
@@ -109,7 +215,7 @@ def test_padding_costs_no_matrix_products_and_stays_zero(pack, real_sequences):
     by_length = sorted(real_sequences, key=len)
     ids = official_tokens(alpha, by_length[:6] + by_length[-2:])
     n_real = int(ids.ne(alpha.padding_idx).sum())
-    assert _bucketed(n_real) < 0.7 * ids.numel()  # a batch with much padding
+    assert bucketed(n_real) < 0.7 * ids.numel()  # a batch with much padding
     rows = []
     hooks = [
         m.register_forward_pre_hook(lambda m, a: rows.append(a[0].shape[0])) for m in _linears(enc)
@@ -118,7 +224,7 @@ def test_padding_costs_no_matrix_products_and_stays_zero(pack, real_sequences):
     for h in hooks:
         h.remove()
     # every product sees the real tokens only (rounded up to a bucket of at most 32 rows)
-    assert len(rows) == 4 * 2 and set(rows) == {_bucketed(n_real)}
+    assert len(rows) == 4 * 2 and set(rows) == {bucketed(n_real)}
     pads = ids.eq(alpha.padding_idx)
     for k in out:
         assert torch.count_nonzero(out[k][pads]) == 0
@@ -147,12 +253,12 @@ def test_registry_packs_cpu_encoders_but_load_model_does_not(real_sequences):
 
 def test_row_buckets_bound_the_number_of_shapes_and_the_waste():
     """Few distinct matrix shapes (oneDNN caches ~0.7 MB per shape) for little extra work."""
-    sizes = {n: _bucketed(n) for n in range(1, 100_001)}
+    sizes = {n: bucketed(n) for n in range(1, 100_001)}
     assert all(n <= b <= n + max(32, n // 32) for n, b in sizes.items())
     assert len({b for n, b in sizes.items() if n <= 1024}) == 32
     for k in range(10, 17):  # at most 32 sizes per doubling above 1024
         assert len({b for n, b in sizes.items() if 2**k < n <= 2 ** (k + 1)}) <= 32
-    assert _bucketed(1024) == 1024 and _bucketed(1000) == 1024 and _bucketed(5) == 32
+    assert bucketed(1024) == 1024 and bucketed(1000) == 1024 and bucketed(5) == 32
 
 
 def _exact_attention(qkv, segments, heads):
@@ -171,12 +277,12 @@ def _exact_attention(qkv, segments, heads):
 @pytest.mark.parametrize("chunk", [1 << 22, 3 * 130 * 130])
 def test_bfloat16_cpu_attention_matches_exact_attention(monkeypatch, chunk):
     """Each sequence attends over its own rows only; chunking the heads changes nothing."""
-    monkeypatch.setattr(encoder_module, "_SCORE_CHUNK", chunk)
+    monkeypatch.setattr(kernels, "_SCORE_CHUNK", chunk)
     heads, E = 8, 64
     segments = [(0, 5), (5, 130), (135, 1), (136, 40)]
     gen = torch.Generator().manual_seed(0)
     qkv = torch.randn(192, 3 * E, generator=gen).bfloat16()  # 16 bucket rows at the end
-    got = encoder_module._attention_bf16_cpu(qkv, segments, heads)
+    got = kernels.attention_bf16_cpu(qkv, segments, heads)
     want = _exact_attention(qkv, segments, heads)
     assert got.dtype == torch.bfloat16 and got.shape == (192, E)
     assert torch.count_nonzero(got[176:]) == 0
@@ -184,10 +290,10 @@ def test_bfloat16_cpu_attention_matches_exact_attention(monkeypatch, chunk):
     err = (got.double() - want).abs()
     assert err.max() < 0.03 and err.mean() < 1e-3
     # a sequence's result does not depend on its neighbours, nor on the chunking of heads
-    alone = encoder_module._attention_bf16_cpu(qkv[5:135], [(0, 130)], heads)
+    alone = kernels.attention_bf16_cpu(qkv[5:135], [(0, 130)], heads)
     assert torch.equal(alone, got[5:135])
-    monkeypatch.setattr(encoder_module, "_SCORE_CHUNK", 1 << 22)  # all heads in one chunk
-    assert torch.equal(encoder_module._attention_bf16_cpu(qkv, segments, heads), got)
+    monkeypatch.setattr(kernels, "_SCORE_CHUNK", 1 << 22)  # all heads in one chunk
+    assert torch.equal(kernels.attention_bf16_cpu(qkv, segments, heads), got)
 
 
 @torch.no_grad()
@@ -202,9 +308,9 @@ def test_bfloat16_cpu_encoder_uses_the_fast_attention_and_agrees_with_sdpa(
     by_length = sorted(real_sequences, key=len)
     ids = official_tokens(alpha, by_length[:5] + by_length[-3:])  # much padding
     calls = []
-    fast = encoder_module._attention_bf16_cpu
+    fast = kernels.attention_bf16_cpu
     monkeypatch.setattr(
-        encoder_module, "_attention_bf16_cpu", lambda *a: calls.append(a[1]) or fast(*a)
+        kernels, "attention_bf16_cpu", lambda *a: calls.append(a[1]) or fast(*a)
     )
     got = enc16(ids, layers=[1, 2])
     assert len(calls) == 2

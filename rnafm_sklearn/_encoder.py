@@ -193,8 +193,8 @@ class _Layout:
     matrix products. ``rows`` is the number of real tokens ``n`` rounded up by
     :func:`~rnafm_sklearn._kernels_cpu.bucketed` (fewer distinct shapes for oneDNN to
     compile); the extra rows start as zeros, never enter attention and are dropped. Attention
-    takes each sequence's rows (``segments``) on the bfloat16 CPU path; elsewhere it scatters
-    the real tokens back into ``(B, T)`` rows and masks the padding (``keep``).
+    takes each sequence's rows (``segments``) on the CPU; elsewhere it scatters the real
+    tokens back into ``(B, T)`` rows and masks the padding (``keep``).
     """
 
     def __init__(self, pad: torch.Tensor):
@@ -245,13 +245,15 @@ def attention(qkv: torch.Tensor, layout: _Layout, num_heads: int) -> torch.Tenso
     ``qkv`` holds the fused q/k/v projections of the real tokens in ``layout``; a token
     attends to the real tokens of its own sequence, q scaled by ``head_dim ** -0.5``. Rows
     that hold no real token come back as zeros. This is the one place where the kernel is
-    chosen: bfloat16 on the CPU without autograd runs
-    :func:`~rnafm_sklearn._kernels_cpu.attention_bf16_cpu` on each sequence's rows; anything
-    else runs ``scaled_dot_product_attention`` on the padded ``(B, T)`` batch with a key
-    padding mask.
+    chosen: on the CPU, one sequence at a time (no padding, no mask) with
+    :func:`~rnafm_sklearn._kernels_cpu.attention_bf16_cpu` in bfloat16 without autograd, else
+    :func:`~rnafm_sklearn._kernels_cpu.attention_sdpa_cpu`; on other devices,
+    ``scaled_dot_product_attention`` on the padded ``(B, T)`` batch with a key padding mask.
     """
-    if qkv.device.type == "cpu" and qkv.dtype == torch.bfloat16 and not qkv.requires_grad:
-        return cpu_kernels.attention_bf16_cpu(qkv, layout.segments, num_heads)
+    if qkv.device.type == "cpu":
+        if qkv.dtype == torch.bfloat16 and not qkv.requires_grad:
+            return cpu_kernels.attention_bf16_cpu(qkv, layout.segments, num_heads)
+        return cpu_kernels.attention_sdpa_cpu(qkv, layout.segments, num_heads)
     return _attention_padded(qkv, layout, num_heads)
 
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 __all__ = [
     "NUMERICS_VERSION",
     "attention_bf16_cpu",
+    "attention_sdpa_cpu",
     "bucketed",
     "dense_linear_weight",
     "pack_linear_weight",
@@ -114,6 +115,31 @@ def packed_linear(
 def dense_linear_weight(packed: torch.Tensor) -> torch.Tensor:
     """The ordinary dense weight of a packed one, bit for bit."""
     return packed.to_dense()
+
+
+def attention_sdpa_cpu(
+    qkv: torch.Tensor, segments: list[tuple[int, int]], num_heads: int
+) -> torch.Tensor:
+    """Self-attention of each sequence's real tokens, one SDPA call per sequence.
+
+    Any dtype; autograd works. Takes and returns what :func:`attention_bf16_cpu` does.
+    Compared with one ``scaled_dot_product_attention`` call on the padded ``(B, T)`` batch
+    with a key padding mask, this skips the pad/unpad copies of every layer and the products
+    of padded queries and keys: in float32 on a 12 x 640 model (2 cores), +1-2 % tokens/s on
+    length-sorted batches and +17 % on batches that are half padding.
+    """
+    rows, E = qkv.shape[0], qkv.shape[1] // 3
+    D = E // num_heads
+    out = qkv.new_empty(rows, E)
+    for start, n in segments:
+        if n == 0:
+            continue
+        # (n, 3E) => (n, 3, H, D) => (3, 1, H, n, D); the kernel reads the strided views
+        q, k, v = qkv[start : start + n].view(n, 3, num_heads, D).permute(1, 2, 0, 3)[:, None]
+        y = F.scaled_dot_product_attention(q, k, v)  # scale = D ** -0.5, as the official q
+        out[start : start + n] = y[0].transpose(0, 1).reshape(n, E)  # (H, n, D) => (n, E)
+    out[max((start + n for start, n in segments), default=0) :] = 0
+    return out
 
 
 # Most attention scores held at once by attention_bf16_cpu: 4 Mi elements (8 MB in bfloat16),

@@ -230,6 +230,51 @@ def test_padding_costs_no_matrix_products_and_stays_zero(pack, real_sequences):
         assert torch.count_nonzero(out[k][pads]) == 0
 
 
+@torch.no_grad()
+def test_float32_cpu_attention_runs_per_sequence_without_padding(monkeypatch, real_sequences):
+    """No (B, T) copy of q/k/v and no mask: each sequence's real rows, read in place."""
+    official, alpha = load_official(TINY_PTH)
+    enc = _packed_copy(load_model(TINY_PTH))
+    by_length = sorted(real_sequences, key=len)
+    ids = official_tokens(alpha, by_length[:5] + by_length[-3:])  # much padding
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    calls = []
+
+    def spy(q, k, v, **kwargs):
+        calls.append((tuple(q.shape), q.untyped_storage().nbytes(), kwargs.get("attn_mask")))
+        return sdpa(q, k, v, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    out = enc(ids, layers=[0, 1, 2])
+    lengths = ids.ne(alpha.padding_idx).sum(1).tolist()
+    qkv_bytes = bucketed(sum(lengths)) * 3 * enc.config.hidden_size * 4  # the projection itself
+    heads, head_dim = enc.config.num_heads, enc.config.head_dim
+    assert calls == 2 * [((1, heads, n, head_dim), qkv_bytes, None) for n in lengths]
+    ref = official(ids, repr_layers=[0, 1, 2])["representations"]
+    real = ids.ne(alpha.padding_idx)
+    assert max((out[k] - ref[k])[real].abs().max().item() for k in ref) <= TOL
+    assert all(torch.count_nonzero(out[k][~real]) == 0 for k in out)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_padded_attention_of_other_devices_agrees_with_the_cpu_kernels(dtype):
+    """The masked (B, T) path (CUDA, MPS) computes what the per-sequence CPU kernels do."""
+    lengths = [5, 130, 1, 40, 0]  # and a row of padding only
+    pad = torch.arange(130)[None] >= torch.tensor(lengths)[:, None]
+    layout = encoder_module._Layout(pad)
+    heads, E = 8, 64
+    gen = torch.Generator().manual_seed(1)
+    qkv = torch.randn(layout.rows, 3 * E, generator=gen).to(dtype)
+    got = encoder_module._attention_padded(qkv, layout, heads)
+    want = kernels.attention_sdpa_cpu(qkv, layout.segments, heads)
+    assert layout.rows == 192 and got.shape == want.shape == (192, E)
+    assert torch.count_nonzero(got[176:]) == 0 and torch.count_nonzero(want[176:]) == 0
+    tol = 1e-6 if dtype == torch.float32 else 2e-2
+    assert (got.float() - want.float()).abs().max() <= tol
+    fast = kernels.attention_bf16_cpu(qkv, layout.segments, heads)
+    assert (fast.float() - want.float()).abs().max() <= (1e-6 if dtype == torch.float32 else 0.03)
+
+
 @needs_onednn
 def test_registry_packs_cpu_encoders_but_load_model_does_not(real_sequences):
     models.clear_model_cache()

@@ -22,11 +22,11 @@ from ._embedder import (
     AGGREGATIONS,
     DEFAULT_BATCH_TOKENS,
     POLICIES,
+    POOLING_CHOICES,
     TRUNCATION_SIDES,
     RnaFmEmbedder,
 )
 from ._errors import CheckpointError, WeightsUnavailableError
-from ._inference import POOLINGS
 from ._io import read_fasta, write_atomically
 from ._models import DTYPES
 
@@ -90,7 +90,9 @@ def create_parser() -> argparse.ArgumentParser:
         "--pooling",
         nargs="+",
         default=_as_list(DEFAULTS["pooling"]),
-        help=f"one or more of: {' '.join(POOLINGS)} mean+max (several are concatenated)",
+        choices=POOLING_CHOICES,
+        metavar="POOLING",
+        help=f"one or more of: {' '.join(POOLING_CHOICES)} (several are concatenated)",
     )
     p.add_argument(
         "--layers",

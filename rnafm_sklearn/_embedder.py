@@ -5,43 +5,44 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
-from collections.abc import Mapping, Sequence, Set
-from numbers import Integral
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import TransformerMixin
 
-from ._alphabet import Alphabet, get_alphabet, normalize_sequences, row_name
+from ._base import (
+    DEFAULT_BATCH_TOKENS,
+    POLICIES,
+    TRUNCATION_SIDES,
+    RnaFmEstimator,
+    _among,
+    _deduplicate,
+    select_column,
+)
 from ._cache import EmbeddingCache
 from ._encoder import RnaFmConfig
-from ._errors import InvalidParameterError, warn
 from ._family import family
 from ._inference import POOLINGS, Plan, Runner, feature_width, n_windows
 from ._kernels_cpu import NUMERICS_VERSION
-from ._models import DTYPES, get_config, get_encoder, resolve_device, weights_fingerprint
+from ._models import weights_fingerprint
 
-__all__ = ["RnaFmEmbedder"]
+__all__ = [
+    "AGGREGATIONS",
+    "DEFAULT_BATCH_TOKENS",
+    "POLICIES",
+    "POOLING_CHOICES",
+    "TRUNCATION_SIDES",
+    "RnaFmEmbedder",
+    "select_column",
+]
 
-POLICIES = ("error", "truncate", "window")
 AGGREGATIONS = ("concat", "mean")
-TRUNCATION_SIDES = ("right", "left")
-# Token budget per forward pass. CPU: the README's batch-budget sweep (benchmarks/throughput.py)
-# is flat within a few per cent from 512 to 2048 tokens and 1024 fits one sequence of the
-# maximal length. CUDA and MPS: sized for the memory of common cards, halved on out-of-memory.
-DEFAULT_BATCH_TOKENS = {"cpu": 1024, "cuda": 32768, "mps": 8192}
+POOLING_CHOICES = (*POOLINGS, "mean+max")
 
 
-def _fail(name: str, requirement: str, value: object) -> InvalidParameterError:
-    return InvalidParameterError(
-        f"The {name!r} parameter of RnaFmEmbedder must be {requirement}. Got {value!r} instead."
-    )
-
-
-class RnaFmEmbedder(TransformerMixin, BaseEstimator):
+class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
     """Embed RNA sequences with the pretrained RNA-FM language model.
 
     A stateless transformer (like ``HashingVectorizer``): ``fit`` only validates, and
@@ -157,8 +158,6 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
     # ---------------------------------------------------------------- scikit-learn protocol
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.string = True
-        tags.input_tags.two_d_array = False
         tags.requires_fit = False
         tags.transformer_tags.preserves_dtype = []
         return tags
@@ -206,7 +205,7 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
         runner, plan, tokens = self._prepare(X)
         unique, inverse = _deduplicate(tokens)
         if self.cache is None:
-            features = self._run(runner, unique, lambda r, t: r.pooled(t, plan), plan)
+            features = self._passes(runner, unique, plan, lambda: runner.pooled(unique, plan))
         else:
             features = self._cached(runner, plan, unique)
         return features[inverse]
@@ -231,8 +230,8 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
                 cache.put([keys[missing[j]] for j in idx], rows)
 
             todo = [unique[i] for i in missing]
-            out[missing] = self._run(
-                runner, todo, lambda r, t: r.pooled(t, plan, sink=commit), plan
+            out[missing] = self._passes(
+                runner, todo, plan, lambda: runner.pooled(todo, plan, sink=commit)
             )
         cache.close()
         return out
@@ -281,7 +280,7 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
         """
         runner, plan, tokens = self._prepare(X)
         unique, inverse = _deduplicate(tokens)
-        states = self._run(runner, unique, lambda r, t: r.per_token(t, plan), plan)
+        states = self._passes(runner, unique, plan, lambda: runner.per_token(unique, plan))
         # Duplicate rows are computed once but returned as independent arrays: editing one
         # row's array must not change another's.
         seen: set[int] = set()
@@ -317,235 +316,39 @@ class RnaFmEmbedder(TransformerMixin, BaseEstimator):
         checkpoint's metadata, or known for the named models), so ``get_feature_names_out``
         and ``rnafm_sklearn.dask.embed`` never load weights on the client.
         """
-        if not isinstance(self.model, str | os.PathLike):
-            raise _fail("model", "a str ('rna-fm') or a path to a checkpoint", self.model)
-        poolings = _check_pooling(self.pooling)
-        _check_choice("layer_aggregation", self.layer_aggregation, AGGREGATIONS)
-        _check_choice("long_sequences", self.long_sequences, POLICIES)
-        _check_choice("truncation_side", self.truncation_side, TRUNCATION_SIDES)
-        if self.column is not None and not isinstance(self.column, str | Integral):
-            raise _fail("column", "a str (a DataFrame column name) or None", self.column)
-        if self.dtype not in DTYPES:
-            raise _fail("dtype", _among(DTYPES), self.dtype)
-        if not isinstance(self.device, str):
-            raise _fail("device", "a str such as 'auto', 'cpu' or 'cuda'", self.device)
-        if self.cache is not None and not isinstance(self.cache, str | os.PathLike):
-            raise _fail("cache", "a path (str or os.PathLike) or None", self.cache)
-        if self.progress not in (True, False, "auto"):
-            raise _fail("progress", "a bool or 'auto'", self.progress)
-        if self.batch_tokens is not None and not (
-            isinstance(self.batch_tokens, Integral) and self.batch_tokens > 0
-        ):
-            raise _fail("batch_tokens", "a positive int or None", self.batch_tokens)
-        try:
-            device = resolve_device(self.device)
-        except RuntimeError as exc:
-            raise _fail(
-                "device", "a torch device string ('auto', 'cpu', 'cuda')", self.device
-            ) from exc
-        if self.dtype == "float16" and device.type == "cpu":
-            raise InvalidParameterError(
-                "The 'dtype' parameter of RnaFmEmbedder is 'float16', which needs a GPU; on the "
-                "CPU use 'bfloat16' (fast on CPUs with AVX-512 BF16) or 'float32'."
-            )
-        config = get_config(self.model)
-        layers = _check_layers(self.layers, config.num_layers)
-        window = config.max_sequence_tokens
-        if self.window_stride is not None and not (
-            isinstance(self.window_stride, Integral)
-            and not isinstance(self.window_stride, bool)
-            and 1 <= self.window_stride <= window
-        ):
-            raise _fail("window_stride", f"an int in 1..{window} or None", self.window_stride)
+        poolings = self._check_pooling(self.pooling)
+        self._check_choice("layer_aggregation", self.layer_aggregation, AGGREGATIONS)
+        config, device, stride = self._check_common()
         plan = Plan(
-            layers=tuple(layers),
+            layers=tuple(self._check_layers(self.layers, config.num_layers)),
             aggregate=self.layer_aggregation,
             poolings=poolings,
-            window_stride=self.window_stride or window // 2,
+            window_stride=stride,
         )
         return plan, config, device
 
     def _prepare(self, X: Any) -> tuple[Runner, Plan, list[bytes]]:
-        plan, _, device = self._settings()
-        encoder = get_encoder(self.model, device, DTYPES[self.dtype])
-        raw, index = _as_sequences(X, self.column)
-        alphabet = get_alphabet(encoder.config.alphabet)
-        sequences = normalize_sequences(raw, alphabet, index=index)
-        tokens = [alphabet.encode_body(s) for s in sequences]
-        del sequences
-        tokens = self._apply_length_policy(
-            tokens, index, alphabet, encoder.config.max_sequence_tokens
-        )
-        budget = self.batch_tokens or DEFAULT_BATCH_TOKENS.get(
-            next(encoder.parameters()).device.type, 4096
-        )
-        return Runner(encoder, batch_tokens=budget), plan, tokens
+        plan, config, device = self._settings()
+        runner = self._runner(self._encoder(device))
+        tokens, _ = self._tokens(X, config)
+        return runner, plan, tokens
 
-    def _apply_length_policy(
-        self,
-        tokens: list[bytes],
-        index: Sequence[object] | None,
-        alphabet: Alphabet,
-        limit: int,
-    ) -> list[bytes]:
-        long_rows = [i for i, t in enumerate(tokens) if len(t) > limit]
-        if not long_rows or self.long_sequences == "window":
-            return tokens
-        fam = family(alphabet.name)
-        if self.long_sequences == "error":
-            shown = ", ".join(
-                f"{row_name(i, None if index is None else index[i])} "
-                f"({fam.count(len(tokens[i]))})"
-                for i in long_rows[:10]
-            )
-            more = f" and {len(long_rows) - 10} more" if len(long_rows) > 10 else ""
-            raise ValueError(
-                f"{len(long_rows)} sequence(s) exceed {fam.display_name}'s limit of "
-                f"{fam.count(limit)}: "
-                f"{shown}{more}. "
-                "Choose a policy: long_sequences='window' embeds overlapping windows and "
-                "stitches them (every nucleotide kept), long_sequences='truncate' keeps the "
-                f"first {limit} (truncation_side='left' keeps the last)."
-            )
-        keep = slice(None, limit) if self.truncation_side == "right" else slice(-limit, None)
-        warn(
-            f"Truncated {len(long_rows)} of {len(tokens)} sequence(s) longer than "
-            f"{fam.count(limit)} to their {'first' if self.truncation_side == 'right' else 'last'}"
-            f" {fam.count(limit)} (longest: {fam.count(max(len(tokens[i]) for i in long_rows))})."
-            " Use long_sequences='window' to keep every nucleotide."
-        )
-        return [t[keep] if len(t) > limit else t for t in tokens]
-
-    def _run(self, runner: Runner, tokens: list[bytes], work, plan: Plan):
-        show = self.progress is True or (self.progress == "auto" and sys.stderr.isatty())
-        if not show or not tokens:
-            return work(runner, tokens)
-        from tqdm.auto import tqdm
-
-        # One tick per forward-pass piece: a sequence, or a window of a long one.
+    def _passes(self, runner: Runner, tokens: list[bytes], plan: Plan, work):
+        """Run ``work()`` with a progress bar counting forward passes (sequences or windows)."""
         pieces = sum(n_windows(len(t), runner.window, plan.window_stride) for t in tokens)
         unit = "seq" if pieces == len(tokens) else "window"
-        with tqdm(total=pieces, desc="RNA-FM", unit=unit, file=sys.stderr) as bar:
-            runner.progress = bar.update
-            try:
-                return work(runner, tokens)
-            finally:
-                runner.progress = None
+        return self._run(runner, pieces, unit, work)
 
-
-# -------------------------------------------------------------------------- validation
-
-
-def _among(choices: Sequence[str]) -> str:
-    return "a str among {" + ", ".join(repr(c) for c in sorted(choices)) + "}"
-
-
-def _check_choice(name: str, value: object, choices: Sequence[str]) -> None:
-    if not isinstance(value, str) or value not in choices:
-        raise _fail(name, _among(choices), value)
-
-
-def _check_pooling(pooling: object) -> tuple[str, ...]:
-    allowed = (*POOLINGS, "mean+max")
-    requirement = _among(allowed) + " or a non-empty list of them"
-    items = [pooling] if isinstance(pooling, str) else pooling
-    if not isinstance(items, list | tuple) or not items:
-        raise _fail("pooling", requirement, pooling)
-    out: list[str] = []
-    for item in items:
-        if not isinstance(item, str) or item not in allowed:
-            raise _fail("pooling", requirement, pooling)
-        out += ["mean", "max"] if item == "mean+max" else [item]
-    if len(set(out)) != len(out):
-        raise _fail("pooling", requirement + " without repeats", pooling)
-    return tuple(out)
-
-
-def _check_layers(layers: object, n: int) -> list[int]:
-    requirement = f"an int or a non-empty list of distinct ints in -{n + 1}..{n} for this model"
-    items = [layers] if isinstance(layers, Integral) else layers
-    if (
-        not isinstance(items, list | tuple | np.ndarray)
-        or len(items) == 0
-        or not all(isinstance(i, Integral) and not isinstance(i, bool) for i in items)
-        or not all(-(n + 1) <= i <= n for i in items)
-    ):
-        raise _fail("layers", requirement, layers)
-    out = [int(i) % (n + 1) for i in items]
-    if len(set(out)) != len(out):
-        raise _fail("layers", requirement, layers)
-    return out
-
-
-# ------------------------------------------------------------------------------- input
-
-
-def select_column(columns: Sequence[object], column: object, what: str = "X") -> object:
-    """Label of the sequence column among a DataFrame's ``columns``.
-
-    ``column=None`` takes the only column. A label that is absent, or present more than once
-    (pandas would return a DataFrame and its column names would be read as sequences), is an
-    error naming the columns.
-    """
-    labels = list(columns)
-    if column is None:
-        if len(labels) == 1:
-            return labels[0]
-        raise ValueError(
-            f"{what} is a DataFrame with {len(labels)} columns {labels}; set "
-            "column='<name of the sequence column>' or pass that column alone."
-        )
-    hits = sum(1 for c in labels if c == column)
-    if hits == 0:
-        raise KeyError(f"Column {column!r} not found in {what}; available columns: {labels}.")
-    if hits > 1:
-        raise ValueError(
-            f"Column {column!r} appears {hits} times in {what} (columns: {labels}); the "
-            "sequence column must be unique. Rename or drop the duplicates."
-        )
-    return column
-
-
-def _as_sequences(X: Any, column: Any) -> tuple[list[object], list[object] | None]:
-    """Turn the accepted input types into a list of values plus row labels."""
-    if isinstance(X, str | bytes):
-        raise TypeError(
-            "RnaFmEmbedder expects a collection of sequences (list, array, pandas Series or "
-            "DataFrame), got a single string. Wrap it in a list: transform([sequence])."
-        )
-    if isinstance(X, Mapping | Set):
-        raise TypeError(
-            f"RnaFmEmbedder expects an ordered collection of sequences (list, array, pandas "
-            f"Series or DataFrame), got a {type(X).__name__}. For a dict of id -> sequence, "
-            "pass pd.Series(d) (ids become the index); a set has no order, use sorted(s)."
-        )
-    if isinstance(X, pd.DataFrame):
-        label = select_column(X.columns, column)
-        X = X.iloc[:, 0] if column is None else X[label]
-    if isinstance(X, pd.Series):
-        return X.tolist(), X.index.tolist()
-    if isinstance(X, np.ndarray):
-        if X.ndim == 2 and X.shape[1] == 1:
-            X = X[:, 0]
-        if X.ndim != 1:
-            raise ValueError(
-                f"X must be 1-D (one sequence per row); got an array of shape {X.shape}."
-            )
-        return X.tolist(), None
-    if hasattr(X, "__iter__"):
-        return list(X), None
-    raise TypeError(f"X must be a list, array, Series or DataFrame of str; got {type(X).__name__}.")
-
-
-def _deduplicate(tokens: list[bytes]) -> tuple[list[bytes], np.ndarray]:
-    """Unique token lists (first-seen order) and the row -> unique index map."""
-    position: dict[bytes, int] = {}
-    inverse = np.empty(len(tokens), dtype=np.int64)
-    unique: list[bytes] = []
-    for row, t in enumerate(tokens):
-        j = position.get(t)
-        if j is None:
-            j = position[t] = len(unique)
-            unique.append(t)
-        inverse[row] = j
-    return unique, inverse
+    def _check_pooling(self, pooling: object) -> tuple[str, ...]:
+        requirement = _among(POOLING_CHOICES) + " or a non-empty list of them"
+        items = [pooling] if isinstance(pooling, str) else pooling
+        if not isinstance(items, list | tuple) or not items:
+            raise self._fail("pooling", requirement, pooling)
+        out: list[str] = []
+        for item in items:
+            if not isinstance(item, str) or item not in POOLING_CHOICES:
+                raise self._fail("pooling", requirement, pooling)
+            out += ["mean", "max"] if item == "mean+max" else [item]
+        if len(set(out)) != len(out):
+            raise self._fail("pooling", requirement + " without repeats", pooling)
+        return tuple(out)

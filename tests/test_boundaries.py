@@ -36,6 +36,8 @@ FORBIDDEN = {
     "_alphabet": {"torch", "sklearn", "numpy", "pandas", "rnafm_sklearn._encoder"},
     "_cache": {"torch", "sklearn", "rnafm_sklearn._checkpoint", "rnafm_sklearn._encoder",
                "rnafm_sklearn._models", "rnafm_sklearn._hub", "rnafm_sklearn._embedder"},
+    "_cache_file": {"torch", "sklearn", "rnafm_sklearn._checkpoint", "rnafm_sklearn._encoder",
+                    "rnafm_sklearn._models", "rnafm_sklearn._hub", "rnafm_sklearn._embedder"},
     "_io": {"torch", "sklearn"},
     "_encoder": {"sklearn", "pandas", "rnafm_sklearn._checkpoint", "rnafm_sklearn._embedder",
                  "rnafm_sklearn._cache", "rnafm_sklearn._inference"},

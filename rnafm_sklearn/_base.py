@@ -1,0 +1,279 @@
+"""What every RNA-FM estimator shares: parameter checks, input handling, runners, progress.
+
+``RnaFmEmbedder`` and ``RnaFmLikelihood`` (and later estimators) derive from
+:class:`RnaFmEstimator`; they only add what they compute. Nothing here knows about pooling or
+scoring.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
+from contextlib import contextmanager
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator
+
+from ._alphabet import get_alphabet, normalize_sequences, row_name
+from ._encoder import RnaFmConfig, RnaFmEncoder
+from ._errors import InvalidParameterError, warn
+from ._family import family
+from ._inference import Runner
+from ._models import DTYPES, get_config, get_encoder, resolve_device
+
+__all__ = ["POLICIES", "TRUNCATION_SIDES", "RnaFmEstimator", "select_column"]
+
+POLICIES = ("error", "truncate", "window")
+TRUNCATION_SIDES = ("right", "left")
+# Token budget per forward pass. CPU: the batch-budget sweep of benchmarks/throughput.py is
+# flat within a few per cent from 512 to 2048 tokens and 1024 fits one sequence of the maximal
+# length. CUDA and MPS: sized for the memory of common cards, halved on out-of-memory.
+DEFAULT_BATCH_TOKENS = {"cpu": 1024, "cuda": 32768, "mps": 8192}
+
+
+class RnaFmEstimator(BaseEstimator):
+    """Base class: the parameters every RNA-FM estimator shares and how they are checked.
+
+    Subclasses store ``model``, ``column``, ``long_sequences``, ``truncation_side``,
+    ``window_stride``, ``device``, ``dtype``, ``batch_tokens``, ``progress`` and ``cache`` in
+    ``__init__`` (scikit-learn reads parameters from the subclass's signature).
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = False
+        return tags
+
+    def _fail(self, name: str, requirement: str, value: object) -> InvalidParameterError:
+        return InvalidParameterError(
+            f"The {name!r} parameter of {type(self).__name__} must be {requirement}. "
+            f"Got {value!r} instead."
+        )
+
+    def _check_choice(self, name: str, value: object, choices: Sequence[str]) -> None:
+        if not isinstance(value, str) or value not in choices:
+            raise self._fail(name, _among(choices), value)
+
+    def _check_common(self) -> tuple[RnaFmConfig, torch.device, int]:
+        """Check the shared parameters against the checkpoint's config (no weights loaded).
+
+        Returns the config, the device and the resolved window stride.
+        """
+        if not isinstance(self.model, str | os.PathLike):
+            raise self._fail("model", "a str ('rna-fm') or a path to a checkpoint", self.model)
+        self._check_choice("long_sequences", self.long_sequences, POLICIES)
+        self._check_choice("truncation_side", self.truncation_side, TRUNCATION_SIDES)
+        if self.column is not None and not isinstance(self.column, str | Integral):
+            raise self._fail("column", "a str (a DataFrame column name) or None", self.column)
+        if self.dtype not in DTYPES:
+            raise self._fail("dtype", _among(DTYPES), self.dtype)
+        if not isinstance(self.device, str):
+            raise self._fail("device", "a str such as 'auto', 'cpu' or 'cuda'", self.device)
+        if self.cache is not None and not isinstance(self.cache, str | os.PathLike):
+            raise self._fail("cache", "a path (str or os.PathLike) or None", self.cache)
+        if self.progress not in (True, False, "auto"):
+            raise self._fail("progress", "a bool or 'auto'", self.progress)
+        if self.batch_tokens is not None and not (
+            isinstance(self.batch_tokens, Integral)
+            and not isinstance(self.batch_tokens, bool)
+            and self.batch_tokens > 0
+        ):
+            raise self._fail("batch_tokens", "a positive int or None", self.batch_tokens)
+        try:
+            device = resolve_device(self.device)
+        except RuntimeError as exc:
+            raise self._fail(
+                "device", "a torch device string ('auto', 'cpu', 'cuda')", self.device
+            ) from exc
+        if self.dtype == "float16" and device.type == "cpu":
+            raise InvalidParameterError(
+                f"The 'dtype' parameter of {type(self).__name__} is 'float16', which needs a "
+                "GPU; on the CPU use 'bfloat16' (fast on CPUs with AVX-512 BF16) or 'float32'."
+            )
+        config = get_config(self.model)
+        window = config.max_sequence_tokens
+        if self.window_stride is not None and not (
+            isinstance(self.window_stride, Integral)
+            and not isinstance(self.window_stride, bool)
+            and 1 <= self.window_stride <= window
+        ):
+            raise self._fail("window_stride", f"an int in 1..{window} or None", self.window_stride)
+        return config, device, self.window_stride or window // 2
+
+    def _check_layers(self, layers: object, n: int) -> list[int]:
+        """Layer indices (negative from the end) as ``0..n``; distinct, at least one."""
+        requirement = (
+            f"an int or a non-empty list of distinct ints in -{n + 1}..{n} for this model"
+        )
+        items = [layers] if isinstance(layers, Integral) else layers
+        if (
+            not isinstance(items, list | tuple | np.ndarray)
+            or len(items) == 0
+            or not all(isinstance(i, Integral) and not isinstance(i, bool) for i in items)
+            or not all(-(n + 1) <= i <= n for i in items)
+        ):
+            raise self._fail("layers", requirement, layers)
+        out = [int(i) % (n + 1) for i in items]
+        if len(set(out)) != len(out):
+            raise self._fail("layers", requirement, layers)
+        return out
+
+    def _encoder(self, device: torch.device) -> RnaFmEncoder:
+        """The shared encoder (loaded at most once per process, see ``_models``)."""
+        return get_encoder(self.model, device, DTYPES[self.dtype])
+
+    def _runner(self, encoder: RnaFmEncoder) -> Runner:
+        budget = self.batch_tokens or DEFAULT_BATCH_TOKENS.get(
+            next(encoder.parameters()).device.type, 4096
+        )
+        return Runner(encoder, batch_tokens=budget)
+
+    def _tokens(self, X: Any, config: RnaFmConfig) -> tuple[list[bytes], list[object] | None]:
+        """Validated, normalised token lists of ``X`` (length policy applied) and row labels."""
+        raw, index = _as_sequences(X, self.column, type(self).__name__)
+        alphabet = get_alphabet(config.alphabet)
+        sequences = normalize_sequences(raw, alphabet, index=index)
+        tokens = [alphabet.encode_body(s) for s in sequences]
+        del sequences
+        return self._apply_length_policy(tokens, index, config), index
+
+    def _apply_length_policy(
+        self, tokens: list[bytes], index: Sequence[object] | None, config: RnaFmConfig
+    ) -> list[bytes]:
+        limit = config.max_sequence_tokens
+        long_rows = [i for i, t in enumerate(tokens) if len(t) > limit]
+        if not long_rows or self.long_sequences == "window":
+            return tokens
+        fam = family(config.alphabet)
+        if self.long_sequences == "error":
+            shown = ", ".join(
+                f"{row_name(i, None if index is None else index[i])} "
+                f"({fam.count(len(tokens[i]))})"
+                for i in long_rows[:10]
+            )
+            more = f" and {len(long_rows) - 10} more" if len(long_rows) > 10 else ""
+            raise ValueError(
+                f"{len(long_rows)} sequence(s) exceed {fam.display_name}'s limit of "
+                f"{fam.count(limit)}: "
+                f"{shown}{more}. "
+                "Choose a policy: long_sequences='window' embeds overlapping windows and "
+                "stitches them (every nucleotide kept), long_sequences='truncate' keeps the "
+                f"first {limit} (truncation_side='left' keeps the last)."
+            )
+        keep = slice(None, limit) if self.truncation_side == "right" else slice(-limit, None)
+        warn(
+            f"Truncated {len(long_rows)} of {len(tokens)} sequence(s) longer than "
+            f"{fam.count(limit)} to their {'first' if self.truncation_side == 'right' else 'last'}"
+            f" {fam.count(limit)} (longest: {fam.count(max(len(tokens[i]) for i in long_rows))})."
+            " Use long_sequences='window' to keep every nucleotide."
+        )
+        return [t[keep] if len(t) > limit else t for t in tokens]
+
+    @contextmanager
+    def _progress(self, runner: Runner, total: int, unit: str) -> Iterator[None]:
+        """A tqdm bar on stderr counting forward passes, when ``progress`` asks for one."""
+        show = self.progress is True or (self.progress == "auto" and sys.stderr.isatty())
+        if not show or total == 0:
+            yield
+            return
+        from tqdm.auto import tqdm
+
+        with tqdm(total=total, desc="RNA-FM", unit=unit, file=sys.stderr) as bar:
+            runner.progress = bar.update
+            try:
+                yield
+            finally:
+                runner.progress = None
+
+    def _run(self, runner: Runner, total: int, unit: str, work: Callable[[], Any]) -> Any:
+        with self._progress(runner, total, unit):
+            return work()
+
+
+# -------------------------------------------------------------------------- validation
+
+
+def _among(choices: Sequence[str]) -> str:
+    return "a str among {" + ", ".join(repr(c) for c in sorted(choices)) + "}"
+
+
+# ------------------------------------------------------------------------------- input
+
+
+def select_column(columns: Sequence[object], column: object, what: str = "X") -> object:
+    """Label of the sequence column among a DataFrame's ``columns``.
+
+    ``column=None`` takes the only column. A label that is absent, or present more than once
+    (pandas would return a DataFrame and its column names would be read as sequences), is an
+    error naming the columns.
+    """
+    labels = list(columns)
+    if column is None:
+        if len(labels) == 1:
+            return labels[0]
+        raise ValueError(
+            f"{what} is a DataFrame with {len(labels)} columns {labels}; set "
+            "column='<name of the sequence column>' or pass that column alone."
+        )
+    hits = sum(1 for c in labels if c == column)
+    if hits == 0:
+        raise KeyError(f"Column {column!r} not found in {what}; available columns: {labels}.")
+    if hits > 1:
+        raise ValueError(
+            f"Column {column!r} appears {hits} times in {what} (columns: {labels}); the "
+            "sequence column must be unique. Rename or drop the duplicates."
+        )
+    return column
+
+
+def _as_sequences(
+    X: Any, column: Any, estimator: str = "RnaFmEmbedder"
+) -> tuple[list[object], list[object] | None]:
+    """Turn the accepted input types into a list of values plus row labels."""
+    if isinstance(X, str | bytes):
+        raise TypeError(
+            f"{estimator} expects a collection of sequences (list, array, pandas Series or "
+            "DataFrame), got a single string. Wrap it in a list: transform([sequence])."
+        )
+    if isinstance(X, Mapping | Set):
+        raise TypeError(
+            f"{estimator} expects an ordered collection of sequences (list, array, pandas "
+            f"Series or DataFrame), got a {type(X).__name__}. For a dict of id -> sequence, "
+            "pass pd.Series(d) (ids become the index); a set has no order, use sorted(s)."
+        )
+    if isinstance(X, pd.DataFrame):
+        label = select_column(X.columns, column)
+        X = X.iloc[:, 0] if column is None else X[label]
+    if isinstance(X, pd.Series):
+        return X.tolist(), X.index.tolist()
+    if isinstance(X, np.ndarray):
+        if X.ndim == 2 and X.shape[1] == 1:
+            X = X[:, 0]
+        if X.ndim != 1:
+            raise ValueError(
+                f"X must be 1-D (one sequence per row); got an array of shape {X.shape}."
+            )
+        return X.tolist(), None
+    if hasattr(X, "__iter__"):
+        return list(X), None
+    raise TypeError(f"X must be a list, array, Series or DataFrame of str; got {type(X).__name__}.")
+
+
+def _deduplicate(tokens: list[bytes]) -> tuple[list[bytes], np.ndarray]:
+    """Unique token lists (first-seen order) and the row -> unique index map."""
+    position: dict[bytes, int] = {}
+    inverse = np.empty(len(tokens), dtype=np.int64)
+    unique: list[bytes] = []
+    for row, t in enumerate(tokens):
+        j = position.get(t)
+        if j is None:
+            j = position[t] = len(unique)
+            unique.append(t)
+        inverse[row] = j
+    return unique, inverse

@@ -4,6 +4,7 @@ Public API (everything else is private)::
 
     from rnafm_sklearn import (
         RnaFmEmbedder,                                   # the scikit-learn transformer
+        RnaFmLikelihood, RnaFmVariantScorer, score_variants,  # masked-LM scoring
         load_model, save_model, convert_checkpoint,      # checkpoints
         read_config,                                     # a checkpoint's architecture, no weights
         RnaFmConfig, RnaFmEncoder,                       # the PyTorch model
@@ -25,6 +26,7 @@ from ._errors import CheckpointError, InvalidParameterError, WeightsUnavailableE
 from ._hub import PRETRAINED, cache_dir, pretrained_path
 from ._io import read_fasta
 from ._models import clear_model_cache
+from ._scoring import RnaFmLikelihood, RnaFmVariantScorer, score_variants
 
 __version__ = "0.1.0"
 
@@ -38,6 +40,8 @@ __all__ = [
     "RnaFmEmbedder",
     "RnaFmConfig",
     "RnaFmEncoder",
+    "RnaFmLikelihood",
+    "RnaFmVariantScorer",
     "WeightsUnavailableError",
     "cache_dir",
     "clear_model_cache",
@@ -49,4 +53,5 @@ __all__ = [
     "read_config",
     "read_fasta",
     "save_model",
+    "score_variants",
 ]

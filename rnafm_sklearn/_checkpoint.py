@@ -52,6 +52,7 @@ from ._checkpoint_check import (
     _positive_int,
     _short,
     _show,
+    _with_head,
 )
 from ._checkpoint_formats import _parse_hf, _parse_official
 from ._encoder import RnaFmConfig, RnaFmEncoder
@@ -182,7 +183,8 @@ def _parse_native(folder: Path, config: dict, config_file: Path) -> _Parsed:
         token_dropout=stated["token_dropout"],
         layer_norm_eps=float(stated["layer_norm_eps"]),
     )
-    _check_tensors(shapes, _native_shapes(cfg), f"Checkpoint {weights}", cfg)
+    expected = _with_head(_native_shapes(cfg), shapes, cfg)
+    _check_tensors(shapes, expected, f"Checkpoint {weights}", cfg)
 
     def build() -> RnaFmEncoder:
         actual = sha256_file(weights)

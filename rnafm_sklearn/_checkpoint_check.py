@@ -326,14 +326,41 @@ def _native_shapes(cfg: RnaFmConfig) -> Shapes:
     return shapes
 
 
-# Heads of the pre-training model that an encoder does not use.
-_UNUSED = re.compile(r"^(lm_head|contact_head|ss_head|pooler|model\.pooler)\.")
+def _head_shapes(cfg: RnaFmConfig) -> Shapes:
+    """The masked-LM head, by its official name (its output weight is the token embedding)."""
+    E = cfg.hidden_size
+    return {
+        "lm_head.dense.weight": (E, E),
+        "lm_head.dense.bias": (E,),
+        "lm_head.layer_norm.weight": (E,),
+        "lm_head.layer_norm.bias": (E,),
+        "lm_head.bias": (cfg.vocab_size,),
+    }
+
+
+def _with_head(expected: Shapes, shapes: Shapes, cfg: RnaFmConfig) -> Shapes:
+    """``expected`` plus the masked-LM head when the file holds any of it (then all of it).
+
+    The head is optional: a checkpoint without it still gives embeddings. A partial head is
+    reported as missing keys by :func:`_check_tensors`, never silently dropped.
+    """
+    if any(k.startswith("lm_head.") for k in shapes):
+        return {**expected, **_head_shapes(cfg)}
+    return expected
+
+
+# Heads of the pre-training model that an encoder does not use, and the masked-LM head's
+# output weight, which is tied to (the same tensor as) the token embedding.
+_UNUSED = re.compile(
+    r"^(contact_head|ss_head|pooler|model\.pooler)\.|^lm_head\.(weight|decoder\.weight)$"
+)
 
 
 def _to_encoder(state: Mapping[str, torch.Tensor], cfg: RnaFmConfig) -> RnaFmEncoder:
     """Load an official-named state dict, already checked against ``cfg``, into an encoder."""
     native: dict[str, torch.Tensor] = {}
-    for key in _official_shapes(cfg):
+    expected = _with_head(_official_shapes(cfg), {k: () for k in state}, cfg)
+    for key in expected:
         if ".self_attn.q_proj." in key:
             qkv = [state[key.replace("q_proj", n)] for n in ("q_proj", "k_proj", "v_proj")]
             native[key.replace("q_proj", "qkv_proj")] = torch.cat(qkv, dim=0)
@@ -347,8 +374,13 @@ def _to_encoder(state: Mapping[str, torch.Tensor], cfg: RnaFmConfig) -> RnaFmEnc
     # The official loader zeroes the <mask> embedding ("for token drop"); so do we. The
     # <null_i> rows are padding of the vocabulary that no input ever uses: zeroed too, so that
     # the same weights give the same fingerprint whatever format they were stored in.
+    # The head's per-token bias of the <null_i> rows is zeroed for the same reason: those
+    # columns of the logits are vocabulary padding that no input holds and no score reads.
     words = native["embed_tokens.weight"]  # already our own copy (above)
+    bias = native.get("lm_head.bias")
     for i, tok in enumerate(get_alphabet(cfg.alphabet).tokens):
         if tok == "<mask>" or tok.startswith("<null_"):
             words[i] = 0.0
+        if bias is not None and tok.startswith("<null_"):
+            bias[i] = 0.0
     return RnaFmEncoder.from_state_dict(cfg, native)

@@ -39,6 +39,7 @@ from ._checkpoint_check import (
     _show,
     _state_shapes,
     _to_encoder,
+    _with_head,
 )
 from ._encoder import RnaFmEncoder
 from ._errors import CheckpointError
@@ -165,7 +166,7 @@ def _parse_official(path: Path) -> _Parsed:
         emb_layer_norm_before=any(k.startswith("emb_layer_norm_before") for k in shapes),
         token_dropout=_bool(token_dropout, where, labels.get("token_dropout", "token_dropout")),
     )
-    _check_tensors(shapes, _official_shapes(cfg), where, cfg)
+    _check_tensors(shapes, _with_head(_official_shapes(cfg), shapes, cfg), where, cfg)
     return _Parsed(cfg, lambda: _to_encoder(state, cfg))
 
 
@@ -200,6 +201,9 @@ _HF_KEYS = [
     (_LAYER + r"output\.dense", r"layers.\g<i>.fc2"),
     (_LAYER + r"layer_norm", r"layers.\g<i>.final_layer_norm"),
     (r"encoder\.layer_norm", "emb_layer_norm_after"),
+    (r"lm_head\.transform\.dense", "lm_head.dense"),
+    (r"lm_head\.transform\.layer_norm", "lm_head.layer_norm"),
+    (r"lm_head\.decoder", "lm_head"),  # bias (per token) and the tied weight, where stored
 ]
 _HF_RULES = [
     (re.compile(r"^(?:model\.|rnafm\.)?" + src + r"\.(?P<p>weight|bias)$"), dst + r".\g<p>")
@@ -328,6 +332,13 @@ def _parse_hf(folder: Path, config: dict, config_file: Path) -> _Parsed:
             "embeddings."
         )
     shapes["embed_tokens.weight"] = (len(alphabet), words[1])
+    # The masked-LM head's per-token bias is indexed by the same re-ordered vocabulary.
+    if (bias := shapes.get("lm_head.bias")) is not None:
+        if bias != (len(vocab),):
+            raise CheckpointError(
+                f"{folder}: {len(vocab)} tokens in vocab.txt but lm_head.bias has shape {bias}."
+            )
+        shapes["lm_head.bias"] = (len(alphabet),)
 
     # 1026 rows = max_positions + padding_idx + 1 in RNA-FM's numbering
     if "max_position_embeddings" in config:
@@ -349,14 +360,17 @@ def _parse_hf(folder: Path, config: dict, config_file: Path) -> _Parsed:
         token_dropout=token_dropout,
         # config["layer_norm_eps"] is deliberately ignored: RNA-FM uses 1e-5 everywhere.
     )
-    _check_tensors(shapes, _official_shapes(cfg), f"Checkpoint {folder}", cfg)
+    expected = _with_head(_official_shapes(cfg), shapes, cfg)
+    _check_tensors(shapes, expected, f"Checkpoint {folder}", cfg)
 
     def build() -> RnaFmEncoder:
         state = read_weights()
-        words = state["embed_tokens.weight"]
-        state["embed_tokens.weight"] = torch.stack(
-            [torch.zeros_like(words[0]) if i is None else words[i] for i in rows]
-        )
+        for key in ("embed_tokens.weight", "lm_head.bias"):
+            if key in state:
+                old = state[key]
+                state[key] = torch.stack(
+                    [torch.zeros_like(old[0]) if i is None else old[i] for i in rows]
+                )
         return _to_encoder(state, cfg)
 
     return _Parsed(cfg, build)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from sklearn.base import TransformerMixin
 
+from ._alphabet import get_alphabet
 from ._base import (
     DEFAULT_BATCH_TOKENS,
     POLICIES,
@@ -26,6 +27,7 @@ from ._encoder import RnaFmConfig
 from ._family import family
 from ._inference import POOLINGS, Plan, Runner, feature_width, n_windows
 from ._kernels_cpu import NUMERICS_VERSION
+from ._lm import LogProbs, missing_head_message
 from ._models import weights_fingerprint
 
 __all__ = [
@@ -289,6 +291,59 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
             out.append(states[j].copy() if j in seen else states[j])
             seen.add(j)
         return out
+
+    def transform_logits(self, X: Any, masked: bool = False) -> list[np.ndarray]:
+        """Per-position log-probabilities from the masked-LM head.
+
+        Parameters
+        ----------
+        X : list, ndarray, pandas Series of str, or DataFrame
+            As for :meth:`transform`.
+        masked : bool, default=False
+            ``False``: one unmasked pass per sequence, ``log p(a | x)``. ``True``: each
+            position masked in turn, ``log p(a | x with position i masked)`` (one pass per
+            position, batched).
+
+        Returns
+        -------
+        list of ndarray, one per sequence, of shape (n_tokens, 4), float32
+            Columns A, C, G, U (for mRNA-FM the 64 codons, in the order of
+            ``rnafm_sklearn.get_alphabet("codon").standard_tokens``): log-probabilities
+            renormalised over these tokens, ``logit_a - logsumexp(logits of A, C, G, U)``.
+            ``pooling`` and ``layers`` are not used. Raises ``ValueError`` for a checkpoint
+            without the masked-LM head.
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmEmbedder
+        >>> emb = RnaFmEmbedder(model="tests/fixtures/RNA-FM_tiny.pth")
+        >>> lp = emb.transform_logits(["ACGUAG"])[0]
+        >>> lp.shape, bool(abs(np.exp(lp).sum(1) - 1).max() < 1e-5)
+        ((6, 4), True)
+        """
+        plan, config, device = self._settings()
+        runner = self._runner(self._encoder(device))
+        if runner.encoder.lm_head is None:
+            raise ValueError(missing_head_message(self.model))
+        tokens, _ = self._tokens(X, config)
+        lp = LogProbs(runner, get_alphabet(config.alphabet), plan.window_stride)
+        unique, inverse = _deduplicate(tokens)
+        if not masked:
+            passes = lp.n_unmasked_passes(unique)
+            out = self._run(runner, passes, "pass", lambda: lp.unmasked(unique))
+        else:
+            sites = [(t, p) for t in unique for p in range(len(t))]
+            values = self._run(runner, len(sites), "pass", lambda: lp.masked(sites))
+            out, start = [], 0
+            for t in unique:
+                out.append(values[start : start + len(t)])
+                start += len(t)
+        seen: set[int] = set()
+        result = []
+        for j in inverse.tolist():
+            result.append(out[j].copy() if j in seen else out[j])
+            seen.add(j)
+        return result
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Names of the output columns, e.g. ``rnafm_l12_mean_0``.

@@ -299,14 +299,35 @@ class _Layer(nn.Module):
         return self.fc2(self.fc1(self.final_layer_norm(x), gelu=True), add=x)  # exact erf GELU
 
 
+class _LmHead(nn.Module):
+    """The masked-LM head: dense, exact GELU, LayerNorm, then the (tied) token embedding.
+
+    ``logits = LayerNorm(gelu(dense(x))) @ embed_tokens.weight.T + bias``, as the official
+    ``RobertaLMHead``, whose output weight *is* the token embedding.
+    """
+
+    def __init__(self, cfg: RnaFmConfig):
+        super().__init__()
+        E = cfg.hidden_size
+        self.dense = nn.Linear(E, E)
+        self.layer_norm = nn.LayerNorm(E, eps=cfg.layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+
+    def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.layer_norm(F.gelu(self.dense(x))), embedding, self.bias)
+
+
 class RnaFmEncoder(nn.Module):
-    """RNA-FM encoder: token ids to hidden states.
+    """RNA-FM encoder: token ids to hidden states (and, with its head, masked-LM logits).
 
     Parameters
     ----------
     config : RnaFmConfig
         The architecture. Weights are initialised randomly; load real ones with
         :func:`rnafm_sklearn.load_model`.
+    lm_head : bool, default=False
+        Whether the encoder carries the masked-LM head (``lm_head``, see :meth:`logits`).
+        Checkpoints that hold the head load with it; embeddings never run it.
 
     Examples
     --------
@@ -319,7 +340,7 @@ class RnaFmEncoder(nn.Module):
     ([0, 2], (1, 6, 32))
     """
 
-    def __init__(self, config: RnaFmConfig):
+    def __init__(self, config: RnaFmConfig, *, lm_head: bool = False):
         super().__init__()
         self.config = config
         E, eps = config.hidden_size, config.layer_norm_eps
@@ -333,16 +354,18 @@ class RnaFmEncoder(nn.Module):
         )
         self.layers = nn.ModuleList(_Layer(config) for _ in range(config.num_layers))
         self.emb_layer_norm_after = nn.LayerNorm(E, eps=eps)
+        self.lm_head = _LmHead(config) if lm_head else None
         self.eval()
 
     @classmethod
     def from_state_dict(cls, config: RnaFmConfig, state: dict[str, torch.Tensor]) -> RnaFmEncoder:
         """Build an encoder that adopts ``state``'s tensors (no random init, no extra copy).
 
-        Keys must match exactly; ``load_state_dict`` raises ``RuntimeError`` otherwise.
+        Keys must match exactly; ``load_state_dict`` raises ``RuntimeError`` otherwise. The
+        masked-LM head is built when ``state`` holds ``lm_head.*`` tensors.
         """
         with torch.device("meta"):
-            encoder = cls(config)
+            encoder = cls(config, lm_head=any(k.startswith("lm_head.") for k in state))
         encoder.load_state_dict(state, strict=True, assign=True)
         return encoder.eval()
 
@@ -382,7 +405,34 @@ class RnaFmEncoder(nn.Module):
         dict of int to torch.Tensor of shape (B, T, hidden_size)
             Rows of ``<pad>`` tokens are zero.
         """
-        wanted = set(self.normalize_layers(layers))
+        states, layout = self._hidden(tokens, set(self.normalize_layers(layers)))
+        B, T = tokens.shape
+        return {i: layout.pad(h).view(B, T, -1) for i, h in states.items()}
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Masked-LM logits, ``(B, T, vocab_size)``, as the official model's ``"logits"``.
+
+        Tokens to predict are given as ``<mask>`` (whose embedding row is zero, and which the
+        ``token_dropout`` rescaling counts per sequence). Rows of ``<pad>`` tokens are zero.
+
+        Raises
+        ------
+        ValueError
+            The encoder was loaded without the head.
+        """
+        if self.lm_head is None:
+            raise ValueError(
+                "This encoder has no masked-LM head: its checkpoint holds no lm_head.* tensors."
+            )
+        n = self.config.num_layers
+        states, layout = self._hidden(tokens, {n})
+        y = self.lm_head(states[n], self.embed_tokens.weight)  # real tokens only
+        return layout.pad(y).view(*tokens.shape, -1)
+
+    def _hidden(
+        self, tokens: torch.Tensor, wanted: set[int]
+    ) -> tuple[dict[int, torch.Tensor], _Layout]:
+        """Hidden states of the ``wanted`` layers on the real tokens, ``(rows, E)`` each."""
         if tokens.dim() != 2:
             raise ValueError(f"tokens must have shape (B, T); got {tuple(tokens.shape)}.")
         if tokens.shape[1] > self.config.max_positions:
@@ -406,21 +456,16 @@ class RnaFmEncoder(nn.Module):
             x = self.emb_layer_norm_before(x)
         layout = _Layout(pad)
         x = layout.unpad(x.reshape(B * T, -1))  # (rows, E): real tokens only from here on
-
-        def padded(h: torch.Tensor) -> torch.Tensor:
-            return layout.pad(h).view(B, T, -1)
-
         out = {}
         if 0 in wanted:
-            out[0] = padded(x)
-        last = max(wanted)
-        for i, layer in enumerate(self.layers[:last], start=1):
+            out[0] = x
+        for i, layer in enumerate(self.layers[: max(wanted)], start=1):
             x = layer(x, layout)
             if i == self.config.num_layers:
                 x = self.emb_layer_norm_after(x)
             if i in wanted:
-                out[i] = padded(x)
-        return out
+                out[i] = x
+        return out, layout
 
     def pack_for_cpu(self) -> bool:
         """Run the linear layers with pre-packed oneDNN weights (CPU, float32/bfloat16).

@@ -49,6 +49,7 @@ class _Piece:
     start: int  # first sequence token covered by the piece
     n: int  # number of sequence tokens in the piece (without <cls>/<eos>)
     keep: tuple[int, int]  # sequence positions [a, b) whose states are taken from this piece
+    masked: int = -1  # sequence position replaced by <mask> in this piece (-1: none)
 
 
 def feature_width(plan: Plan, hidden: int) -> int:
@@ -144,6 +145,7 @@ class Runner:
         self.device = next(encoder.parameters()).device
         alphabet = get_alphabet(encoder.config.alphabet)
         self.pad, self.cls, self.eos = alphabet.padding_idx, alphabet.cls_idx, alphabet.eos_idx
+        self.mask = alphabet.mask_idx
         self.window = encoder.config.max_sequence_tokens
 
     # ------------------------------------------------------------------ pieces and batches
@@ -154,9 +156,12 @@ class Runner:
                 pieces.append(_Piece(i, s, min(self.window, len(body) - s), (a, b)))
         return pieces
 
-    def _forward(
-        self, batch: list[_Piece], token_lists: Sequence[bytes], layers: Sequence[int]
-    ) -> dict[int, torch.Tensor]:
+    def _ids(self, batch: list[_Piece], token_lists: Sequence[bytes]) -> torch.Tensor:
+        """The padded ``(B, T)`` token ids of a batch: ``<cls>`` piece ``<eos>`` ``<pad>``...
+
+        A piece with a ``masked`` position has that token replaced by ``<mask>``: masked copies
+        exist only here, one batch at a time, never as whole sequences in memory.
+        """
         width = max(p.n for p in batch) + 2
         ids = torch.full((len(batch), width), self.pad, dtype=torch.long)
         ids[:, 0] = self.cls
@@ -164,13 +169,26 @@ class Runner:
             chunk = token_lists[p.seq][p.start : p.start + p.n]
             ids[row, 1 : 1 + p.n] = torch.frombuffer(bytearray(chunk), dtype=torch.uint8)
             ids[row, 1 + p.n] = self.eos
-        with torch.inference_mode():
-            return self.encoder(ids.to(self.device), layers=layers)
+            if p.masked >= 0:
+                ids[row, 1 + p.masked - p.start] = self.mask
+        return ids.to(self.device)
+
+    def _states(self, layers: Sequence[int]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Batch computation: hidden states ``(n_layers, B, T, E)``, float32 on the CPU."""
+
+        def compute(ids: torch.Tensor) -> torch.Tensor:
+            out = self.encoder(ids, layers=layers)
+            return torch.stack([out[k] for k in layers]).float().cpu()
+
+        return compute
 
     def _batches(
-        self, pieces: list[_Piece], token_lists: Sequence[bytes], layers: Sequence[int]
+        self,
+        pieces: list[_Piece],
+        token_lists: Sequence[bytes],
+        compute: Callable[[torch.Tensor], torch.Tensor],
     ) -> Iterator[tuple[list[_Piece], torch.Tensor]]:
-        """Yield ``(batch, states)`` with states ``(n_layers, B, T, E)`` in float32 on CPU.
+        """Yield ``(batch, compute(ids))`` for length-sorted batches under the token budget.
 
         On out-of-memory the batch is halved and retried (down to single pieces).
         """
@@ -182,7 +200,8 @@ class Runner:
         while queue:
             batch = queue.pop()
             try:
-                out = self._forward(batch, token_lists, layers)
+                with torch.inference_mode():
+                    out = compute(self._ids(batch, token_lists))
             except (torch.OutOfMemoryError, RuntimeError) as exc:
                 if not _is_oom(exc) or len(batch) == 1:
                     raise
@@ -194,7 +213,7 @@ class Runner:
                     torch.cuda.empty_cache()
                 queue += [batch[half:], batch[:half]]
                 continue
-            yield batch, torch.stack([out[k] for k in layers]).float().cpu()
+            yield batch, out
 
     # ------------------------------------------------------------------------- public API
     def pooled(
@@ -236,7 +255,7 @@ class Runner:
         for p in pieces:
             n_pieces[p.seq] += 1
         pending: dict[int, _Pending] = {}
-        for batch, states in self._batches(pieces, token_lists, plan.layers):
+        for batch, states in self._batches(pieces, token_lists, self._states(plan.layers)):
             if plan.aggregate == "mean":
                 states = states.mean(0, keepdim=True)
             finished = []
@@ -264,6 +283,80 @@ class Runner:
             if self.progress is not None:
                 self.progress(len(batch))  # pieces: sequences, or windows of long ones
             yield finished
+
+
+    # ------------------------------------------------------------- masked-LM log-probs
+    def _log_probs(self, columns: Sequence[int]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Batch computation: ``log_softmax`` of the logits over ``columns`` only, ``(B, T, C)``.
+
+        Renormalising over the nucleotide (or codon) tokens: ``log p_i = logit_i - logsumexp``
+        of the ``columns`` logits, in float32 whatever the forward pass's precision.
+        """
+        index = torch.tensor(list(columns), dtype=torch.long, device=self.device)
+
+        def compute(ids: torch.Tensor) -> torch.Tensor:
+            logits = self.encoder.logits(ids).index_select(-1, index).float()
+            return torch.log_softmax(logits, dim=-1).cpu()
+
+        return compute
+
+    def unmasked_log_probs(
+        self, token_lists: Sequence[bytes], columns: Sequence[int], stride: int
+    ) -> list[np.ndarray]:
+        """Per sequence, ``(L, C)`` log-probabilities from one unmasked pass (per window).
+
+        A windowed sequence takes each position from the window in which it is farthest from
+        an edge, as the embeddings do.
+        """
+        pieces = self._pieces(token_lists, stride)
+        result: list[np.ndarray | None] = [None] * len(token_lists)
+        for batch, lp in self._batches(pieces, token_lists, self._log_probs(columns)):
+            for row, p in enumerate(batch):
+                out = result[p.seq]
+                if out is None:
+                    out = result[p.seq] = np.empty(
+                        (len(token_lists[p.seq]), len(columns)), np.float32
+                    )
+                a, b = p.keep
+                out[a:b] = lp[row, 1 + a - p.start : 1 + b - p.start].numpy()
+            if self.progress is not None:
+                self.progress(len(batch))
+        return result  # type: ignore[return-value]
+
+    def masked_log_probs(
+        self,
+        token_lists: Sequence[bytes],
+        sites: Sequence[tuple[int, int]],
+        columns: Sequence[int],
+        stride: int,
+    ) -> np.ndarray:
+        """``(n_sites, C)``: log-probabilities at each site with that position masked.
+
+        A site ``(i, pos)`` is one forward pass over sequence ``i`` (the window that owns
+        ``pos`` for a long one) with token ``pos`` replaced by ``<mask>``. Masked copies are
+        packed into the token-budget batches like any other piece, and built one batch at a
+        time. The caller deduplicates sites: every site given here costs one pass.
+        """
+        owners: dict[int, list[tuple[int, int, int]]] = {}
+        pieces, slot = [], {}
+        for k, (i, pos) in enumerate(sites):
+            n = len(token_lists[i])
+            if not 0 <= pos < n:
+                raise IndexError(f"site {k}: position {pos} outside 0..{n - 1}")
+            windows = owners.get(i)
+            if windows is None:
+                windows = owners[i] = window_ownership(n, self.window, stride)
+            start = next(s for s, a, b in windows if a <= pos < b)
+            piece = _Piece(i, start, min(self.window, n - start), (pos, pos + 1), masked=pos)
+            slot[id(piece)] = k
+            pieces.append(piece)
+        out = np.empty((len(sites), len(columns)), np.float32)
+        for batch, lp in self._batches(pieces, token_lists, self._log_probs(columns)):
+            for row, p in enumerate(batch):
+                out[slot[id(p)]] = lp[row, 1 + p.masked - p.start].numpy()
+            if self.progress is not None:
+                self.progress(len(batch))
+        return out
 
 
 def _pool(

@@ -35,6 +35,7 @@ _CONFIGS: OrderedDict[tuple, RnaFmConfig] = OrderedDict()
 _MAX_CONFIGS = 64
 LOAD_COUNT = 0  # number of checkpoint reads in this process (tests count them)
 
+BOTH = (False, True)  # fingerprints without and with the masked-LM head
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -164,7 +165,8 @@ def get_encoder(model: str | os.PathLike, device: torch.device, dtype: torch.dty
             # The float32 CPU original is kept only if it was itself requested before: a
             # bfloat16 or GPU user does not pay for a second copy of the weights.
             encoder = _copy_to(base, device, dtype)
-            encoder._rnafm_fingerprint = weights_fingerprint(base)
+            # copies in other dtypes fingerprint as their float32 original (no copy kept)
+            encoder._rnafm_fingerprints = {h: weights_fingerprint(base, head=h) for h in BOTH}
         if device.type == "cpu":
             # Registry encoders only run inference: let oneDNN own the linear weights.
             # (state_dict() still gives dense weights for copies to other devices/dtypes.)
@@ -203,21 +205,25 @@ def _remember_config(source: tuple, config: RnaFmConfig) -> None:
         _CONFIGS.popitem(last=False)
 
 
-def weights_fingerprint(encoder: RnaFmEncoder) -> str:
+def weights_fingerprint(encoder: RnaFmEncoder, *, head: bool = False) -> str:
     """SHA-256 of an encoder's config and float32 weights (computed once per encoder).
 
     Names, shapes and values all count; the file name or format the weights came from does not.
+    The masked-LM head (``lm_head.*``) counts only with ``head=True``: embeddings do not depend
+    on it, so a checkpoint with and one without the head share cached embeddings.
     """
-    cached = getattr(encoder, "_rnafm_fingerprint", None)
-    if cached is not None:
-        return cached
+    fingerprints = encoder.__dict__.setdefault("_rnafm_fingerprints", {})
+    if head in fingerprints:
+        return fingerprints[head]
     digest = hashlib.sha256(json.dumps(encoder.config.to_dict(), sort_keys=True).encode())
     for name, tensor in sorted(encoder.state_dict().items()):
+        if name.startswith("lm_head.") and not head:
+            continue
         t = tensor.detach().to("cpu", torch.float32).contiguous()
         digest.update(f"{name}:{tuple(t.shape)};".encode())
         digest.update(t.numpy().tobytes())
-    encoder._rnafm_fingerprint = digest.hexdigest()
-    return encoder._rnafm_fingerprint
+    fingerprints[head] = digest.hexdigest()
+    return fingerprints[head]
 
 
 def _copy_to(base: RnaFmEncoder, device: torch.device, dtype: torch.dtype) -> RnaFmEncoder:

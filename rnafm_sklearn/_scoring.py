@@ -1,0 +1,537 @@
+"""Masked-LM scoring as scikit-learn estimators: sequence likelihoods and variant effects.
+
+``RnaFmLikelihood`` turns sequences into likelihood features; ``RnaFmVariantScorer`` and
+:func:`score_variants` score substitutions zero-shot under the four conventions below. The
+log-probabilities come from :class:`rnafm_sklearn._lm.LogProbs` (renormalised over the
+nucleotides, or the 64 codons for mRNA-FM).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import TransformerMixin
+
+from ._alphabet import Alphabet, get_alphabet, normalize_sequences, row_name
+from ._base import RnaFmEstimator, _among, _as_sequences, select_column
+from ._cache import EmbeddingCache
+from ._encoder import RnaFmConfig
+from ._family import family
+from ._kernels_cpu import NUMERICS_VERSION
+from ._lm import LogProbs, missing_head_message
+from ._models import weights_fingerprint
+from ._mutations import Variant, apply, mutations_from_mutant, parse_mutations
+
+__all__ = ["METHODS", "RnaFmLikelihood", "RnaFmVariantScorer", "score_variants"]
+
+METHODS = ("wt-marginal", "masked-marginal", "mutant-marginal", "pseudo-likelihood")
+KINDS = ("pseudo", "unmasked", "both")
+_CHUNK = 64  # sequences per cache commit (a pseudo-likelihood costs one pass per position)
+
+
+class _Scoring(RnaFmEstimator):
+    """Shared set-up of the scoring estimators: the encoder with its head, and ``LogProbs``."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False
+        tags.transformer_tags.preserves_dtype = []
+        return tags
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True  # stateless: nothing is learned
+
+    def _log_probs(self, device: torch.device, stride: int) -> LogProbs:
+        encoder = self._encoder(device)
+        if encoder.lm_head is None:
+            raise ValueError(missing_head_message(self.model))
+        return LogProbs(self._runner(encoder), get_alphabet(encoder.config.alphabet), stride)
+
+
+class RnaFmLikelihood(TransformerMixin, _Scoring):
+    """Sequence likelihood features from RNA-FM's masked-LM head.
+
+    Per sequence, over the positions holding A, C, G or U (a codon of them for mRNA-FM;
+    IUPAC codes and gaps are skipped and do not count):
+
+    * ``pll``: the pseudo-log-likelihood, sum over positions ``i`` of
+      ``log p(x_i | x with position i masked)``: one masked pass per position, batched;
+    * ``pll_per_nt``: ``pll`` divided by the number of positions scored;
+    * ``ll_unmasked`` and ``ll_unmasked_per_nt``: the same from one *unmasked* pass
+      (``log p(x_i | x)``): cheap, but every position sees itself.
+
+    Probabilities are renormalised over the four nucleotides (64 codons for mRNA-FM):
+    ``log p_i = logit_i - logsumexp`` of the candidates' logits. Columns are named
+    ``pll_per_codon`` etc. for mRNA-FM.
+
+    Parameters
+    ----------
+    model : str or path, default="rna-fm"
+        As for :class:`RnaFmEmbedder`; the checkpoint must carry the masked-LM head.
+    kind : {"pseudo", "unmasked", "both"}, default="pseudo"
+        Which features: the pseudo-log-likelihood pair, the unmasked pair, or all four.
+    column, long_sequences, truncation_side, window_stride, device, dtype, batch_tokens, \
+progress, cache
+        As for :class:`RnaFmEmbedder`. With ``long_sequences="window"`` each position is
+        scored (and masked) in the window where it is farthest from an edge.
+
+    Examples
+    --------
+    >>> from rnafm_sklearn import RnaFmLikelihood
+    >>> lik = RnaFmLikelihood(model="tests/fixtures/RNA-FM_tiny.pth", kind="both")
+    >>> X = lik.fit_transform(["ACGUAGCUAG", "GGGAAACCCN"])
+    >>> X.shape, list(lik.get_feature_names_out()[:2])
+    ((2, 4), ['pll', 'pll_per_nt'])
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str | os.PathLike = "rna-fm",
+        kind: str = "pseudo",
+        column: str | None = None,
+        long_sequences: str = "error",
+        truncation_side: str = "right",
+        window_stride: int | None = None,
+        device: str = "auto",
+        dtype: str = "float32",
+        batch_tokens: int | None = None,
+        progress: bool | str = "auto",
+        cache: str | os.PathLike | None = None,
+    ):
+        self.model = model
+        self.kind = kind
+        self.column = column
+        self.long_sequences = long_sequences
+        self.truncation_side = truncation_side
+        self.window_stride = window_stride
+        self.device = device
+        self.dtype = dtype
+        self.batch_tokens = batch_tokens
+        self.progress = progress
+        self.cache = cache
+
+    def _settings(self) -> tuple[RnaFmConfig, torch.device, int]:
+        self._check_choice("kind", self.kind, KINDS)
+        return self._check_common()
+
+    def fit(self, X: Any, y: Any = None) -> RnaFmLikelihood:
+        """Check parameters and input and load the model; nothing is learned."""
+        config, device, stride = self._settings()
+        self._log_probs(device, stride)
+        self._tokens(X, config)
+        return self
+
+    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
+        """``fit(X).transform(X)``, validating ``X`` once."""
+        return self.transform(X)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """``["pll", "pll_per_nt"]`` and/or ``["ll_unmasked", "ll_unmasked_per_nt"]``."""
+        config, _, _ = self._settings()
+        unit = family(config.alphabet).unit
+        names = []
+        if self.kind in ("pseudo", "both"):
+            names += ["pll", f"pll_per_{unit}"]
+        if self.kind in ("unmasked", "both"):
+            names += ["ll_unmasked", f"ll_unmasked_per_{unit}"]
+        return np.asarray(names, dtype=object)
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Likelihood features, ``(n_samples, 2)`` (``kind="both"``: 4), float64.
+
+        A sequence without any A/C/G/U position has nothing to score: an error naming it.
+        """
+        config, device, stride = self._settings()
+        lp = self._log_probs(device, stride)
+        tokens, index = self._tokens(X, config)
+        what = "A, C, G or U" if config.alphabet == "rna" else "a codon of A, C, G and U"
+        for i, t in enumerate(tokens):
+            if len(lp.scorable(t)) == 0:
+                raise ValueError(
+                    f"Sequence at {row_name(i, None if index is None else index[i])} has no "
+                    f"position holding {what}: nothing to score."
+                )
+        unique = list(dict.fromkeys(tokens))
+        raw = self._raw(lp, unique) if self.cache is None else self._cached(lp, unique)
+        by_tokens = dict(zip(unique, raw, strict=True))
+        sums = np.array([by_tokens[t] for t in tokens], np.float64).reshape(len(tokens), -1)
+        cols = []
+        for j in range(0, sums.shape[1], 2):
+            cols += [sums[:, j], sums[:, j] / sums[:, j + 1]]
+        return np.stack(cols, axis=1) if cols else np.empty((0, 0))
+
+    def _raw(self, lp: LogProbs, tokens: list[bytes]) -> np.ndarray:
+        """``(n, 2)`` or ``(n, 4)``: (sum, count) per requested kind."""
+        parts = []
+        total = 0
+        if self.kind in ("pseudo", "both"):
+            total += sum(len(lp.scorable(t)) for t in tokens)
+        if self.kind in ("unmasked", "both"):
+            total += lp.n_unmasked_passes(tokens)
+        with self._progress(lp.runner, total, "pass"):
+            if self.kind in ("pseudo", "both"):
+                parts.append(lp.pseudo_log_likelihood(tokens))
+            if self.kind in ("unmasked", "both"):
+                parts.append(lp.unmasked_log_likelihood(tokens))
+        return np.concatenate(parts, axis=1)
+
+    def _cached(self, lp: LogProbs, unique: list[bytes]) -> np.ndarray:
+        """Look every sequence up in the cache; compute and commit misses in chunks."""
+        cache = EmbeddingCache(self.cache)
+        keys = self._cache_keys(lp, unique)
+        width = 4 if self.kind == "both" else 2
+        found = cache.get(keys)
+        out = np.empty((len(unique), width), np.float64)
+        missing = []
+        for i, key in enumerate(keys):
+            vec = found.get(key)
+            if vec is None or vec.shape[0] != width:
+                missing.append(i)
+            else:
+                out[i] = vec
+        for start in range(0, len(missing), _CHUNK):
+            chunk = missing[start : start + _CHUNK]
+            values = self._raw(lp, [unique[i] for i in chunk])
+            cache.put([keys[i] for i in chunk], values.astype(np.float32))
+            # what the cache returns is what a later call gets: keep the runs identical
+            out[chunk] = values.astype(np.float32)
+        cache.close()
+        return out
+
+    def _cache_keys(self, lp: LogProbs, tokens: list[bytes]) -> list[bytes]:
+        encoder = lp.runner.encoder
+        settings: dict[str, object] = {
+            "what": "likelihood",
+            "weights": weights_fingerprint(encoder, head=True),
+            "kind": self.kind,
+            "dtype": self.dtype,
+            "numerics": NUMERICS_VERSION,
+        }
+        if self.dtype != "float32":
+            settings["device"] = lp.runner.device.type
+            settings["torch"] = ".".join(torch.__version__.split("+")[0].split(".")[:2])
+        head = json.dumps(settings, sort_keys=True).encode()
+        window = json.dumps({"window_stride": lp.stride}).encode()
+        keys = []
+        for t in tokens:
+            h = hashlib.sha256(head)
+            if len(t) > lp.runner.window:
+                h.update(window)
+            h.update(b"\0")
+            h.update(t)
+            keys.append(h.digest())
+        return keys
+
+
+class RnaFmVariantScorer(TransformerMixin, _Scoring):
+    """Zero-shot variant effects from RNA-FM's masked-LM head, as features.
+
+    ``X`` is a DataFrame with the wild type in ``sequence_column`` and either the mutations
+    (``"A12G"``, several as ``"A12G:C30U"``, 1-based, the reference letter checked, T read as
+    U, ``"WT"`` for the wild type itself) in ``mutation_column`` or the mutant sequences in
+    ``mutant_column``. For a variant with substitutions at positions ``P``, where
+    ``lp(s, i, a)`` is the log-probability of token ``a`` at position ``i`` given sequence
+    ``s`` (renormalised over the nucleotides, or the 64 codons for mRNA-FM):
+
+    * ``"wt-marginal"``: one unmasked pass over the wild type;
+      ``sum_{i in P} lp(wt, i, mt_i) - lp(wt, i, wt_i)``.
+    * ``"masked-marginal"``: position ``i`` masked in the wild type, one pass per *distinct*
+      position, shared by every variant of that wild type; the same sum with
+      ``lp(wt with i masked, i, .)``.
+    * ``"mutant-marginal"``: one unmasked pass over each mutant; the same sum with
+      ``lp(mt, i, .)``.
+    * ``"pseudo-likelihood"``: ``PLL(mutant) - PLL(wild type)``, each PLL the sum over the
+      sequence's A/C/G/U positions of ``log p(x_i | x with i masked)`` (one pass per
+      position); the only convention that compares sequences of different lengths.
+
+    For mRNA-FM the positions are nucleotides mapped to codons: the changes in one codon are
+    scored as one codon change (a synonymous change included); an out-of-frame or ambiguous
+    codon is an error.
+
+    Parameters
+    ----------
+    model : str or path, default="rna-fm"
+        As for :class:`RnaFmEmbedder`; the checkpoint must carry the masked-LM head.
+    method : str or list of str, default="masked-marginal"
+        One of the conventions above, or a list (one output column each).
+    sequence_column, mutation_column, mutant_column : str
+        Columns of ``X``. Give ``mutant_column`` to score mutant sequences instead of
+        mutation strings.
+    long_sequences : {"error", "window"}, default="error"
+        ``"truncate"`` is not offered: it could cut off the mutated positions.
+    window_stride, device, dtype, batch_tokens, progress
+        As for :class:`RnaFmEmbedder`.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from rnafm_sklearn import RnaFmVariantScorer
+    >>> X = pd.DataFrame({"sequence": ["ACGUAGCUAG"] * 2, "mutations": ["A1G", "C2U:G3A"]})
+    >>> scorer = RnaFmVariantScorer(model="tests/fixtures/RNA-FM_tiny.pth")
+    >>> scorer.fit_transform(X).shape, list(scorer.get_feature_names_out())
+    ((2, 1), ['score_masked_marginal'])
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str | os.PathLike = "rna-fm",
+        method: str | Sequence[str] = "masked-marginal",
+        sequence_column: str = "sequence",
+        mutation_column: str = "mutations",
+        mutant_column: str | None = None,
+        long_sequences: str = "error",
+        window_stride: int | None = None,
+        device: str = "auto",
+        dtype: str = "float32",
+        batch_tokens: int | None = None,
+        progress: bool | str = "auto",
+    ):
+        self.model = model
+        self.method = method
+        self.sequence_column = sequence_column
+        self.mutation_column = mutation_column
+        self.mutant_column = mutant_column
+        self.long_sequences = long_sequences
+        self.window_stride = window_stride
+        self.device = device
+        self.dtype = dtype
+        self.batch_tokens = batch_tokens
+        self.progress = progress
+
+    # parameters of the shared checks that this estimator does not offer
+    column = None
+    truncation_side = "right"
+    cache = None
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = True  # a DataFrame of wild types and mutations
+        return tags
+
+    def _methods(self) -> tuple[str, ...]:
+        items = [self.method] if isinstance(self.method, str) else self.method
+        requirement = _among(METHODS) + " or a non-empty list of them"
+        if not isinstance(items, list | tuple) or not items:
+            raise self._fail("method", requirement, self.method)
+        for m in items:
+            if not isinstance(m, str) or m not in METHODS:
+                raise self._fail("method", requirement, self.method)
+        if len(set(items)) != len(items):
+            raise self._fail("method", requirement + " without repeats", self.method)
+        return tuple(items)
+
+    def _settings(self) -> tuple[tuple[str, ...], RnaFmConfig, torch.device, int]:
+        methods = self._methods()
+        self._check_choice("long_sequences", self.long_sequences, ("error", "window"))
+        config, device, stride = self._check_common()
+        return methods, config, device, stride
+
+    def fit(self, X: Any, y: Any = None) -> RnaFmVariantScorer:
+        """Check parameters and load the model; nothing is learned."""
+        _, _, device, stride = self._settings()
+        self._log_probs(device, stride)
+        return self
+
+    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
+        return self.transform(X)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """``score_<method>``, e.g. ``score_masked_marginal``."""
+        return np.asarray(["score_" + m.replace("-", "_") for m in self._methods()], object)
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Scores, ``(n_samples, n_methods)``, float64, rows in input order."""
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(
+                f"RnaFmVariantScorer expects a DataFrame with the columns "
+                f"{self.sequence_column!r} and {self.mutant_column or self.mutation_column!r}; "
+                f"got {type(X).__name__}. score_variants() takes plain lists."
+            )
+        wild = X[select_column(X.columns, self.sequence_column)]
+        if self.mutant_column is not None:
+            other = X[select_column(X.columns, self.mutant_column)].tolist()
+            return self._score(wild.tolist(), None, other, wild.index.tolist())
+        other = X[select_column(X.columns, self.mutation_column)].tolist()
+        return self._score(wild.tolist(), other, None, wild.index.tolist())
+
+    # ------------------------------------------------------------------------- scoring
+    def _score(
+        self,
+        wild_types: list[object],
+        mutations: list[object] | None,
+        mutants: list[object] | None,
+        index: list[object] | None,
+    ) -> np.ndarray:
+        methods, config, device, stride = self._settings()
+        alphabet = get_alphabet(config.alphabet)
+        other = mutations if mutations is not None else mutants
+        assert other is not None
+        if len(other) != len(wild_types):
+            raise ValueError(
+                f"{len(wild_types)} wild-type sequences but {len(other)} "
+                f"{'mutation strings' if mutations is not None else 'mutant sequences'}: one "
+                "per row is needed."
+            )
+        lp = self._log_probs(device, stride)
+        wts = normalize_sequences(wild_types, alphabet, index=index)
+        wt_tokens = self._apply_length_policy([alphabet.encode_body(s) for s in wts], index, config)
+        variants: list[Variant] | None = None
+        marginal = [m for m in methods if m != "pseudo-likelihood"]
+        if mutations is not None or marginal:
+            variants = [
+                self._variant(wt, other[i], alphabet, mutations is not None, index, i)
+                for i, wt in enumerate(wts)
+            ]
+        if mutants is not None:
+            mt_seqs = normalize_sequences(mutants, alphabet, index=index)
+        else:
+            assert variants is not None
+            mt_seqs = [apply(wt, v, alphabet) for wt, v in zip(wts, variants, strict=True)]
+        mt_tokens = self._apply_length_policy(
+            [alphabet.encode_body(s) for s in mt_seqs], index, config
+        )
+        plan = _Plan(lp, methods, wt_tokens, mt_tokens, variants, alphabet)
+        with self._progress(lp.runner, plan.n_passes(), "pass"):
+            return plan.run()
+
+    def _variant(
+        self,
+        wt: str,
+        value: object,
+        alphabet: Alphabet,
+        is_mutation: bool,
+        index: list[object] | None,
+        i: int,
+    ) -> Variant:
+        label = None if index is None else index[i]
+        if is_mutation:
+            return parse_mutations(value, wt, alphabet, f"Mutation at {row_name(i, label)}")
+        return mutations_from_mutant(wt, value, alphabet, f"Mutant at {row_name(i, label)}")
+
+
+class _Plan:
+    """The passes a set of variants needs, deduplicated, and the sums that make the scores."""
+
+    def __init__(self, lp, methods, wt_tokens, mt_tokens, variants, alphabet):
+        self.lp, self.methods = lp, methods
+        self.wt, self.mt, self.variants = wt_tokens, mt_tokens, variants
+        self.col = {tok: j for j, tok in enumerate(lp.tokens)}
+        self.sites = [
+            (t, s.position) for t, v in zip(self.wt, variants or [], strict=False) for s in v
+        ]
+
+    def n_passes(self) -> int:
+        lp, n = self.lp, 0
+        if "wt-marginal" in self.methods:
+            n += lp.n_unmasked_passes(self.wt)
+        if "mutant-marginal" in self.methods:
+            n += lp.n_unmasked_passes(self.mt)
+        if "masked-marginal" in self.methods:
+            n += len(set(self.sites))
+        if "pseudo-likelihood" in self.methods:
+            n += sum(len(lp.scorable(t)) for t in set(self.wt) | set(self.mt))
+        return n
+
+    def _marginal(self, log_probs: list[np.ndarray]) -> np.ndarray:
+        """Sum over each variant's substitutions of lp[i, alt] - lp[i, ref]."""
+        out = np.zeros(len(log_probs), np.float64)
+        for k, (lp, variant) in enumerate(zip(log_probs, self.variants, strict=True)):
+            for s in variant:
+                out[k] += float(lp[s.position, self.col[s.alt]]) - float(
+                    lp[s.position, self.col[s.ref]]
+                )
+        return out
+
+    def run(self) -> np.ndarray:
+        columns = []
+        for method in self.methods:
+            if method == "wt-marginal":
+                columns.append(self._marginal(self.lp.unmasked(self.wt)))
+            elif method == "mutant-marginal":
+                columns.append(self._marginal(self.lp.unmasked(self.mt)))
+            elif method == "masked-marginal":
+                values = self.lp.masked(self.sites)
+                row = dict(zip(self.sites, values, strict=True))
+                per_variant = []
+                for t, v in zip(self.wt, self.variants, strict=True):
+                    lp = np.zeros((len(t), len(self.col)), np.float32)
+                    for s in v:
+                        lp[s.position] = row[(t, s.position)]
+                    per_variant.append(lp)
+                columns.append(self._marginal(per_variant))
+            else:
+                pll = self.lp.pseudo_log_likelihood(self.mt + self.wt)[:, 0]
+                n = len(self.mt)
+                columns.append(pll[:n] - pll[n:])
+        return np.stack(columns, axis=1)
+
+
+def score_variants(
+    sequences: Any,
+    mutations: Any = None,
+    *,
+    mutants: Any = None,
+    method: str | Sequence[str] = "masked-marginal",
+    model: str | os.PathLike = "rna-fm",
+    **options: Any,
+) -> pd.DataFrame:
+    """Score variants zero-shot with RNA-FM's masked-LM head.
+
+    Parameters
+    ----------
+    sequences : list or pandas Series of str
+        Wild-type sequences, one per variant (repeat a wild type for each of its variants;
+        its passes are shared).
+    mutations : list or Series of str, optional
+        ``"A12G"``, several as ``"A12G:C30U"`` (1-based nucleotide positions; the reference
+        letter is checked; T is read as U; ``"WT"`` scores 0).
+    mutants : list or Series of str, optional
+        Mutant sequences instead of mutation strings (same length as the wild type, except
+        for ``method="pseudo-likelihood"``).
+    method : str or list of str, default="masked-marginal"
+        ``"wt-marginal"``, ``"masked-marginal"``, ``"mutant-marginal"`` or
+        ``"pseudo-likelihood"`` (defined in :class:`RnaFmVariantScorer`), or a list.
+    model : str or path, default="rna-fm"
+        A checkpoint with the masked-LM head.
+    **options
+        ``device``, ``dtype``, ``batch_tokens``, ``progress``, ``long_sequences``,
+        ``window_stride`` (see :class:`RnaFmVariantScorer`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Aligned with the input (its index kept): a ``score`` column, or one column per
+        method when ``method`` is a list.
+
+    Examples
+    --------
+    >>> from rnafm_sklearn import score_variants
+    >>> scores = score_variants(["ACGUAGCUAG", "ACGUAGCUAG"], ["A1G", "WT"],
+    ...                         model="tests/fixtures/RNA-FM_tiny.pth", progress=False)
+    >>> list(scores.columns), float(scores["score"].iloc[1])
+    (['score'], 0.0)
+    """
+    if (mutations is None) == (mutants is None):
+        raise TypeError("score_variants needs exactly one of mutations= and mutants=.")
+    raw, index = _as_sequences(sequences, None, "score_variants")
+    other, _ = _as_sequences(mutations if mutants is None else mutants, None, "score_variants")
+    scorer = RnaFmVariantScorer(model=model, method=method, **options)
+    values = scorer._score(
+        raw,
+        other if mutants is None else None,
+        other if mutants is not None else None,
+        index,
+    )
+    frame_index = pd.Index(index) if index is not None else pd.RangeIndex(len(raw))
+    if isinstance(method, str):
+        return pd.DataFrame({"score": values[:, 0]}, index=frame_index)
+    return pd.DataFrame(values, index=frame_index, columns=list(method))

@@ -19,6 +19,7 @@ MODULES = [
     "_hub",
     "_io",
     "_embedder",
+    "_scoring",
     "_cache",
     "_models",
     "dask",

@@ -260,22 +260,38 @@ def normalize_sequences(
     if isinstance(alphabet, str):
         alphabet = get_alphabet(alphabet)
     labels = list(index) if index is not None else None
-    out = []
-    for i, seq in enumerate(sequences):
-        where = "Sequence at " + row_name(i, labels[i] if labels is not None else None)
-        if not isinstance(seq, str):
-            if _is_missing(seq):
-                raise ValueError(
-                    f"{where} is missing ({seq!r}). Drop or fill missing sequences before "
-                    "embedding; rnafm_sklearn never drops rows silently."
-                )
-            raise TypeError(
-                f"{where} is of type {type(seq).__name__} ({seq!r}); expected a string of "
-                "nucleotides."
+    return [
+        normalize_sequence(
+            seq, alphabet, "Sequence at " + row_name(i, labels[i] if labels is not None else None)
+        )
+        for i, seq in enumerate(sequences)
+    ]
+
+
+def normalize_sequence(sequence: object, alphabet: Alphabet, where: str) -> str:
+    """One sequence normalised as :func:`normalize_sequences` does; errors start with ``where``."""
+    if not isinstance(sequence, str):
+        if _is_missing(sequence):
+            raise ValueError(
+                f"{where} is missing ({sequence!r}). Drop or fill missing sequences before "
+                "embedding; rnafm_sklearn never drops rows silently."
             )
-        norm = seq.strip(_ASCII_WHITESPACE).translate(_RENAME)
-        if not norm:
-            raise ValueError(f"{where} is empty. RNA-FM needs at least one nucleotide.")
-        alphabet.check(norm, where)
-        out.append(norm)
-    return out
+        raise TypeError(
+            f"{where} is of type {type(sequence).__name__} ({sequence!r}); expected a string of "
+            "nucleotides."
+        )
+    norm = strip_ascii(sequence).translate(_RENAME)
+    if not norm:
+        raise ValueError(f"{where} is empty. RNA-FM needs at least one nucleotide.")
+    alphabet.check(norm, where)
+    return norm
+
+
+def strip_ascii(text: str) -> str:
+    """``text`` without surrounding ASCII whitespace (other whitespace is content)."""
+    return text.strip(_ASCII_WHITESPACE)
+
+
+def is_missing(value: object) -> bool:
+    """None, NaN, NaT or pandas' NA: a missing value, not a sequence."""
+    return _is_missing(value)

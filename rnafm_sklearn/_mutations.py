@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ._alphabet import _ASCII_WHITESPACE, _RENAME, Alphabet, _is_missing, get_alphabet
+from ._alphabet import Alphabet, get_alphabet, is_missing, normalize_sequence, strip_ascii
 from ._family import family
 
 __all__ = [
@@ -77,22 +77,6 @@ Variant = tuple[Substitution, ...]
 
 def _as_alphabet(alphabet: Alphabet | str) -> Alphabet:
     return get_alphabet(alphabet) if isinstance(alphabet, str) else alphabet
-
-
-def _normalized(sequence: object, alphabet: Alphabet, where: str) -> str:
-    """``sequence`` normalised as :func:`normalize_sequences` does, or an error naming ``where``."""
-    if not isinstance(sequence, str):
-        if _is_missing(sequence):
-            raise ValueError(f"{where} is missing ({sequence!r}). Drop or fill the row.")
-        raise TypeError(
-            f"{where} is of type {type(sequence).__name__} ({sequence!r}); expected a string "
-            "of nucleotides."
-        )
-    norm = sequence.strip(_ASCII_WHITESPACE).translate(_RENAME)
-    if not norm:
-        raise ValueError(f"{where} is empty. It needs at least one nucleotide.")
-    alphabet.check(norm, where)
-    return norm
 
 
 def _shown(token: str) -> str:
@@ -230,7 +214,7 @@ def parse_mutations(
     """
     alphabet = _as_alphabet(alphabet)
     if not isinstance(text, str):
-        if _is_missing(text):
+        if is_missing(text):
             raise ValueError(
                 f"{where} is missing ({text!r}). Write 'WT' for the wild type itself, or drop "
                 "the row; rnafm_sklearn never reads a missing mutation as 'no mutation'."
@@ -239,8 +223,8 @@ def parse_mutations(
             f"{where} is of type {type(text).__name__} ({text!r}); expected a string such as "
             "'A12G' or 'A12G:C30U'."
         )
-    wild_type = _normalized(wild_type, alphabet, f"{where}: the wild type")
-    stripped = text.strip(_ASCII_WHITESPACE)
+    wild_type = normalize_sequence(wild_type, alphabet, f"{where}: the wild type")
+    stripped = strip_ascii(text)
     if not stripped:
         raise ValueError(
             f"{where} is empty. {_syntax_help(alphabet)} An empty string is not read as the "
@@ -252,7 +236,7 @@ def parse_mutations(
     changes: dict[int, str] = {}
     first_token: dict[int, str] = {}
     for raw in stripped.split(":"):
-        token = raw.strip(_ASCII_WHITESPACE)
+        token = strip_ascii(raw)
         match = _TOKEN.fullmatch(token)
         if match is None:
             raise ValueError(f"{where}: {_malformed(token)} {_syntax_help(alphabet)}")
@@ -321,8 +305,8 @@ def mutations_from_mutant(
     (Substitution(position=0, ref='GAG', alt='GAA'),)
     """
     alphabet = _as_alphabet(alphabet)
-    wild_type = _normalized(wild_type, alphabet, f"{where}: the wild type")
-    mutant = _normalized(mutant, alphabet, f"{where}: the mutant")
+    wild_type = normalize_sequence(wild_type, alphabet, f"{where}: the wild type")
+    mutant = normalize_sequence(mutant, alphabet, f"{where}: the mutant")
     if len(mutant) != len(wild_type):
         raise ValueError(
             f"{where} has {len(mutant)} nt but its wild type has {len(wild_type)} nt. The "
@@ -377,7 +361,7 @@ def apply(
     'GCGC'
     """
     alphabet = _as_alphabet(alphabet)
-    wild_type = _normalized(wild_type, alphabet, f"{where}: the wild type")
+    wild_type = normalize_sequence(wild_type, alphabet, f"{where}: the wild type")
     k = alphabet.k
     n_tokens = alphabet.n_tokens(wild_type)
     tokens = [wild_type[i : i + k] for i in range(0, len(wild_type), k)]
@@ -463,7 +447,7 @@ def all_single_mutants(
     >>> len(all_single_mutants("ACGUAC", "codon"))
     18
     """
-    wild_type = _normalized(wild_type, _as_alphabet(alphabet), where)
+    wild_type = normalize_sequence(wild_type, _as_alphabet(alphabet), where)
     return [
         f"{ref}{i + 1}{alt}"
         for i, ref in enumerate(wild_type)

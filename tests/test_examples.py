@@ -82,9 +82,53 @@ def test_pandas_grid_search(tmp_path, capsys):
     assert results[0] == "pooling,layers,mean R2,sd,rank" and len(results) == 5
 
 
+def test_zero_shot_scoring(tmp_path, capsys):
+    ex = load("zero_shot_scoring")
+    argv = ["--model", str(TINY_PTH), "--output-dir", str(tmp_path), "--max-sequences", "40"]
+    assert ex.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "tRNA AB003409.1/96-167: 72 nt, 216 single substitutions scored" in out
+    assert "most tolerant positions" in out and "least tolerant positions" in out
+    assert "40 mRNAs" in out and "length + GC + RNA-FM likelihood" in out
+    check_png(tmp_path / "trna_substitution_heatmap.png")
+    assert (tmp_path / "cache").is_dir()  # re-runs read the likelihoods from here
+    import pandas as pd
+
+    trna = pd.read_csv(tmp_path / "trna_substitution_scores.csv")
+    assert list(trna.columns) == ["mutation", "position", "wild_type", "mutant", "score"]
+    wild_type = ex.read_fasta(ex.TRNA_FASTA)[ex.DEFAULT_TRNA]
+    assert len(trna) == 3 * len(wild_type) and np.isfinite(trna.score).all()
+    assert (trna.wild_type == [wild_type[p - 1] for p in trna.position]).all()
+    matrix = ex.score_matrix(trna, len(wild_type))  # the heat map's cells
+    assert np.isnan(matrix).sum() == len(wild_type)  # exactly the wild-type cells are blank
+    assert [ex.NUCLEOTIDES[i] for i in np.isnan(matrix).argmax(axis=0)] == list(wild_type)
+    row = trna.iloc[100]
+    assert matrix["ACGU".index(row.mutant), row.position - 1] == row.score
+    table = pd.read_csv(tmp_path / "zero_shot_degradation_scores.csv", index_col="model")
+    assert list(table.columns) == ["r2", "spearman_rho"] and len(table) == 3
+    assert table.r2.isna().tolist() == [True, False, False]  # zero-shot: no prediction of k
+    per_mrna = pd.read_csv(tmp_path / "zero_shot_degradation_per_mrna.csv", index_col="Barcode")
+    assert len(per_mrna) == 40
+    assert {"length", "gc", "k_deg", "ll_unmasked", "ll_unmasked_per_nt"} <= set(per_mrna)
+    rho = per_mrna.ll_unmasked_per_nt.corr(per_mrna.k_deg, method="spearman")
+    assert table.spearman_rho.iloc[0] == pytest.approx(rho)
+    fig = ex.plot_heatmap(matrix, wild_type, ex.DEFAULT_TRNA)
+    ax, ax_mean = fig.axes[:2]
+    assert ax.get_ylabel().startswith("substituted base") and "position" in ax_mean.get_xlabel()
+    assert ex.DEFAULT_TRNA in ax.get_title() and "masked-marginal" in ax.get_title()
+    norm = ax.images[0].norm
+    assert norm.vmin == -norm.vmax  # diverging colours centred at 0
+    plt.close("all")
+
+
 def test_examples_stop_cleanly_without_weights(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for name in ("rfam_family_classification", "mrna_degradation_regression", "pandas_grid_search"):
+    for name in (
+        "rfam_family_classification",
+        "mrna_degradation_regression",
+        "pandas_grid_search",
+        "zero_shot_scoring",
+    ):
         assert load(name).main(["--output-dir", str(tmp_path)]) == 2
         err = capsys.readouterr().err
         assert "Cannot run without the model weights" in err and "Traceback" not in err

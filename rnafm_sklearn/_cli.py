@@ -29,11 +29,14 @@ from ._embedder import (
 from ._errors import CheckpointError, WeightsUnavailableError
 from ._io import read_fasta, write_atomically
 from ._models import DTYPES
+from ._scoring import KINDS, METHODS, RnaFmLikelihood
+from ._scoring import RnaFmVariantScorer as _Scorer
 
 PROG = "rnafm-embed"
 FASTA = (".fa", ".fasta", ".fna", ".fas", ".ffn", ".frn")
 TABLES = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
 OUTPUTS = (".npy", ".csv", ".parquet")
+SCORE_OUTPUTS = (".csv", ".tsv", ".parquet")
 DEFAULTS = RnaFmEmbedder().get_params()  # the constructor only stores its arguments
 # RnaFmEmbedder parameter -> the option that sets it: library messages are put in these words.
 OPTIONS = {
@@ -49,6 +52,8 @@ OPTIONS = {
     "batch_tokens": "--batch-tokens",
     "progress": "--progress",
     "cache": "--cache",
+    "method": "--method",
+    "kind": "--kind",
 }
 
 EXAMPLES = f"""\
@@ -57,6 +62,8 @@ examples:
   {PROG} utrs.csv --column utr -o utrs.npy --pooling mean cls --layers -1 6
   {PROG} mrnas.fa.gz -o x.csv --long-sequences window --cache ~/.cache/rnafm-emb
   {PROG} seqs.fa -o x.npy --model ./RNA-FM_pretrained.pth --dtype bfloat16
+  {PROG} likelihood rfam.fasta -o pll.csv --kind both
+  {PROG} score variants.csv -o scores.csv --method masked-marginal wt-marginal
   {PROG} convert RNA-FM_pretrained.pth ./rna-fm-native
   {PROG} cache info ~/.cache/rnafm-emb
   {PROG} cache clear ~/.cache/rnafm-emb
@@ -65,7 +72,38 @@ outputs: .npy (matrix; ids in OUTPUT.ids.txt, one per line), .csv and .parquet (
 column: id). The output is checked before any embedding and written all-or-nothing: an
 existing output is replaced only when the run succeeds; the input is never overwritten.
 Ids must be unique (duplicates are an error, never silently dropped); an input without
-sequences is an error.
+sequences is an error. '{PROG} score --help' and '{PROG} likelihood --help' describe the
+masked-LM sub-commands.
+"""
+
+SCORE_EXAMPLES = f"""\
+examples:
+  {PROG} score variants.csv -o scores.csv
+  {PROG} score dms.parquet -o scores.parquet --id-column variant \\
+      --method masked-marginal wt-marginal
+  {PROG} score pairs.tsv --mutant-column mutant -o scores.csv --method pseudo-likelihood
+  {PROG} score long.csv -o scores.csv --long-sequences window --model ./RNA-FM_pretrained.pth
+
+INPUT has one row per variant: the wild type (--sequence-column) and either its mutations
+(--mutation-column: "A12G", several as "A12G:C30U", 1-based positions, the reference letter
+checked, T read as U, "WT" for the wild type itself) or the mutant sequence (--mutant-column).
+Repeat a wild type on each of its variants: its passes are shared.
+OUTPUT (.csv, .tsv or .parquet) has the id (--id-column, else 'id' if present, else the row
+number from 0), the mutation column (not in --mutant-column mode), then one column per method:
+score_masked_marginal, score_wt_marginal, score_mutant_marginal, score_pseudo_likelihood.
+A score is log p(mutant) - log p(wild type): above 0, the model prefers the mutant. The
+checkpoint must carry the masked-LM head. The output is checked before scoring and written
+all-or-nothing; ids must be unique.
+"""
+
+LIKELIHOOD_EXAMPLES = f"""\
+examples:
+  {PROG} likelihood rfam.fasta -o pll.csv
+  {PROG} likelihood utrs.csv --column utr -o ll.parquet --kind both --cache ~/.cache/rnafm-emb
+
+Columns: pll and pll_per_nt (--kind pseudo: one masked pass per nucleotide), ll_unmasked and
+ll_unmasked_per_nt (--kind unmasked: one pass per sequence), all four with --kind both.
+Input and output work as for embedding ('{PROG} --help').
 """
 
 
@@ -74,18 +112,12 @@ class _Error(Exception):
 
 
 def create_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Embed RNA sequences with RNA-FM (FASTA/CSV/TSV/Parquet in, "
-        "NPY/CSV/Parquet out). Sub-commands: 'convert', 'cache'.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = _sequence_parser(
+        PROG,
+        "Embed RNA sequences with RNA-FM (FASTA/CSV/TSV/Parquet in, NPY/CSV/Parquet out). "
+        "Sub-commands: 'score' (variant effects), 'likelihood', 'convert', 'cache'.",
+        EXAMPLES,
     )
-    p.add_argument("input", help="FASTA (plain or .gz), CSV, TSV or Parquet file")
-    p.add_argument("-o", "--output", required=True, help="output file: .npy, .csv or .parquet")
-    p.add_argument("--model", default=DEFAULTS["model"], help="'rna-fm' or a checkpoint path")
-    p.add_argument("--column", default="sequence", help="sequence column of a table")
-    p.add_argument("--id-column", help="id column of a table (default: 'id' if present)")
     p.add_argument(
         "--pooling",
         nargs="+",
@@ -104,6 +136,26 @@ def create_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--layer-aggregation", choices=AGGREGATIONS, default=DEFAULTS["layer_aggregation"]
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def _parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _sequence_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """The options of every command that reads sequences (FASTA or a table) into features."""
+    p = _parser(prog, description, epilog)
+    p.add_argument("input", help="FASTA (plain or .gz), CSV, TSV or Parquet file")
+    p.add_argument("-o", "--output", required=True, help="output file: .npy, .csv or .parquet")
+    p.add_argument("--column", default="sequence", help="sequence column of a table")
+    p.add_argument("--id-column", help="id column of a table (default: 'id' if present)")
     p.add_argument("--long-sequences", choices=POLICIES, default=DEFAULTS["long_sequences"])
     p.add_argument(
         "--truncation-side",
@@ -111,15 +163,59 @@ def create_parser() -> argparse.ArgumentParser:
         default=DEFAULTS["truncation_side"],
         help="side that '--long-sequences truncate' cuts (right keeps the start)",
     )
+    _model_options(p)
+    p.add_argument("--cache", help="persistent embedding cache folder")
+    return p
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=DEFAULTS["model"], help="'rna-fm' or a checkpoint path")
     p.add_argument("--window-stride", type=int)
     p.add_argument("--device", default=DEFAULTS["device"])
     p.add_argument("--dtype", choices=tuple(DTYPES), default=DEFAULTS["dtype"])
     p.add_argument(
         "--batch-tokens", type=int, help=f"tokens per batch (CPU: {DEFAULT_BATCH_TOKENS['cpu']})"
     )
-    p.add_argument("--cache", help="persistent embedding cache folder")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+
+def _score_parser() -> argparse.ArgumentParser:
+    p = _parser(
+        f"{PROG} score",
+        "Score variants zero-shot with RNA-FM's masked-LM head\n"
+        "(CSV/TSV/Parquet in, CSV/TSV/Parquet out).",
+        SCORE_EXAMPLES,
+    )
+    p.add_argument("input", help="CSV, TSV or Parquet table, one row per variant")
+    p.add_argument("-o", "--output", required=True, help="output file: .csv, .tsv or .parquet")
+    p.add_argument(
+        "--method",
+        nargs="+",
+        default=["masked-marginal"],
+        choices=METHODS,
+        metavar="METHOD",
+        help=f"one or more of: {' '.join(METHODS)} (one output column each)",
+    )
+    p.add_argument("--sequence-column", default="sequence", help="wild-type column")
+    variant = p.add_mutually_exclusive_group()
+    variant.add_argument(
+        "--mutation-column", default="mutations", help="column of mutations such as A12G:C30U"
+    )
+    variant.add_argument("--mutant-column", help="column of mutant sequences (instead)")
+    p.add_argument("--id-column", help="id column (default: 'id' if present, else the row)")
+    p.add_argument("--long-sequences", choices=("error", "window"), default="error")
+    _model_options(p)
+    return p
+
+
+def _likelihood_parser() -> argparse.ArgumentParser:
+    p = _sequence_parser(
+        f"{PROG} likelihood",
+        "Sequence likelihoods from RNA-FM's masked-LM head: pseudo-log-likelihood and/or\n"
+        "unmasked log-likelihood, in total and per nucleotide.",
+        LIKELIHOOD_EXAMPLES,
+    )
+    p.add_argument("--kind", choices=KINDS, default="pseudo")
     return p
 
 
@@ -130,17 +226,32 @@ def _as_list(value: object) -> list:
 # ------------------------------------------------------------------------------- input
 
 
-def _read_input(path: Path, column: str, id_column: str | None) -> pd.Series:
+def _input_kind(path: Path) -> str:
     if not path.exists():
         raise _Error(f"input file not found: {path}")
     suffixes = [s.lower() for s in path.suffixes]
-    kind = (
+    return (
         suffixes[-2]
         if suffixes and suffixes[-1] == ".gz" and len(suffixes) > 1
         else (suffixes[-1] if suffixes else "")
     )
+
+
+def _read_input(path: Path, column: str, id_column: str | None) -> pd.Series:
+    kind = _input_kind(path)
     if kind in FASTA:
         return _nonempty(read_fasta(path), path)
+    table = _read_table(
+        path, kind, f"FASTA ({', '.join(FASTA)}, optionally .gz), .csv, .tsv or .parquet"
+    )
+    _require_column(table, column, "--column", path)
+    ids = _ids(table, id_column, path)
+    index = ids if ids is not None else pd.Index(pd.RangeIndex(len(table)).astype(str), name="id")
+    seqs = pd.Series(table[column].to_numpy(), index=index, name="sequence")
+    return _nonempty(seqs, path)
+
+
+def _read_table(path: Path, kind: str, expected: str) -> pd.DataFrame:
     if kind in TABLES:
         try:
             table = pd.read_csv(path, sep=TABLES[kind], dtype=str, keep_default_na=False)
@@ -153,24 +264,30 @@ def _read_input(path: Path, column: str, id_column: str | None) -> pd.Series:
         except Exception as exc:  # pyarrow raises its own error types
             raise _Error(f"cannot read {path} as Parquet: {exc}") from exc
     else:
-        raise _Error(
-            f"unknown input type {path.name!r}: expected FASTA ({', '.join(FASTA)}, optionally "
-            ".gz), .csv, .tsv or .parquet"
-        )
+        raise _Error(f"unknown input type {path.name!r}: expected {expected}")
+    return table
+
+
+def _require_column(table: pd.DataFrame, column: str, option: str, path: Path) -> None:
     if column not in table.columns:
         raise _Error(
             f"column {column!r} not found in {path}; columns: {list(table.columns)} "
-            "(choose one with --column)"
+            f"(choose one with {option})"
         )
+
+
+def _ids(table: pd.DataFrame, id_column: str | None, path: Path) -> pd.Index | None:
+    """The ids from ``--id-column`` or an 'id' column, as text; None when there are none."""
     ids_from = id_column or ("id" if "id" in table.columns else None)
-    if ids_from is not None and ids_from not in table.columns:
+    if ids_from is None:
+        return None
+    if ids_from not in table.columns:
         raise _Error(f"id column {ids_from!r} not found in {path}; columns: {list(table.columns)}")
-    index = table[ids_from].astype(str) if ids_from else pd.RangeIndex(len(table)).astype(str)
-    seqs = pd.Series(table[column].to_numpy(), index=pd.Index(index, name="id"), name="sequence")
-    if seqs.index.has_duplicates:
-        dup = seqs.index[seqs.index.duplicated()][0]
+    ids = pd.Index(table[ids_from].astype(str), name="id")
+    if ids.has_duplicates:
+        dup = ids[ids.duplicated()][0]
         raise _Error(f"duplicate id {dup!r} in {path}; ids must be unique")
-    return _nonempty(seqs, path)
+    return ids
 
 
 def _nonempty(seqs: pd.Series, path: Path) -> pd.Series:
@@ -189,7 +306,7 @@ def _require_pyarrow(what: str) -> None:
 # ------------------------------------------------------------------------------ output
 
 
-def _outputs(output: str) -> list[Path]:
+def _outputs(output: str, allowed: Sequence[str] = OUTPUTS) -> list[Path]:
     """The files a run writes (the data, then for .npy its id list), checked before computing.
 
     A symlink is written through: its target gets the new content, as with a plain ``open``.
@@ -200,8 +317,8 @@ def _outputs(output: str) -> list[Path]:
             f"output {output} is a folder; give a file name such as {path / 'features.parquet'}"
         )
     suffix = path.suffix.lower()
-    if suffix not in OUTPUTS:
-        raise _Error(f"unknown output type {path.name!r}: use {', '.join(OUTPUTS)}")
+    if suffix not in allowed:
+        raise _Error(f"unknown output type {path.name!r}: use {', '.join(allowed)}")
     if suffix == ".parquet":
         _require_pyarrow("write Parquet")
     files = [path]
@@ -258,14 +375,21 @@ def _write_output(
         return
     frame = pd.DataFrame(X, columns=list(names))
     frame.insert(0, "id", list(ids))
+    _write_frame(files[0], frame)
+
+
+def _write_frame(path: Path, frame: pd.DataFrame) -> None:
+    """Write a table (.csv, .tsv or .parquet, by the suffix) all-or-nothing."""
+    suffix = path.suffix.lower()
 
     def table(fh: BinaryIO) -> None:
-        if suffix == ".csv":
-            frame.to_csv(fh, index=False, float_format="%.8g")
-        else:
+        if suffix == ".parquet":
             frame.to_parquet(fh, index=False)
+        else:
+            sep = "\t" if suffix == ".tsv" else ","
+            frame.to_csv(fh, sep=sep, index=False, float_format="%.8g")
 
-    write_atomically({files[0]: table})
+    write_atomically({path: table})
 
 
 # ---------------------------------------------------------------------------- messages
@@ -290,8 +414,8 @@ def _in_cli_words(text: str) -> str:
         return f"{OPTIONS[m[1]]} {value}" if value else OPTIONS[m[1]]
 
     text = " ".join(text.splitlines())
-    text = re.sub(r"The '(\w+)' parameter of RnaFmEmbedder", parameter, text)
-    text = re.sub(r"RnaFmEmbedder\((\w+)=('[^']*'|[\w.+-]*)\)", keyword, text)
+    text = re.sub(r"The '(\w+)' parameter of RnaFm\w+", parameter, text)
+    text = re.sub(r"RnaFm\w+\((\w+)=('[^']*'|[\w.+-]*)\)", keyword, text)
     return re.sub(r"(?<![\w.-])(\w+)=('[^']*'|[\w+-](?:[\w.+-]*[\w+-])?|)", keyword, text)
 
 
@@ -305,12 +429,6 @@ def _print_warning(message, category, filename, lineno, file=None, line=None) ->
 
 def run(args: argparse.Namespace) -> int:
     """Embed ``args.input`` into ``args.output``; raise on failure, return 0."""
-    outputs = _outputs(args.output)
-    source = Path(args.input)
-    _check_not_input(source, outputs)
-    seqs = _read_input(source, args.column, args.id_column)
-    if len(outputs) == 2:
-        _check_ids_fit_lines(seqs.index, outputs[1])
     emb = RnaFmEmbedder(
         model=args.model,
         pooling=args.pooling if len(args.pooling) > 1 else args.pooling[0],
@@ -325,12 +443,96 @@ def run(args: argparse.Namespace) -> int:
         progress="auto" if args.progress is None else args.progress,
         cache=args.cache,
     )
+    return _features_to_file(args, emb)
+
+
+def run_likelihood(args: argparse.Namespace) -> int:
+    """Likelihood features of ``args.input`` into ``args.output``; raise on failure."""
+    lik = RnaFmLikelihood(
+        model=args.model,
+        kind=args.kind,
+        long_sequences=args.long_sequences,
+        truncation_side=args.truncation_side,
+        window_stride=args.window_stride,
+        device=args.device,
+        dtype=args.dtype,
+        batch_tokens=args.batch_tokens,
+        progress="auto" if args.progress is None else args.progress,
+        cache=args.cache,
+    )
+    return _features_to_file(args, lik)
+
+
+def _features_to_file(args: argparse.Namespace, estimator: RnaFmEmbedder | RnaFmLikelihood) -> int:
+    """Read, transform, write: the body of the embed and likelihood commands."""
+    outputs = _outputs(args.output)
+    source = Path(args.input)
+    _check_not_input(source, outputs)
+    seqs = _read_input(source, args.column, args.id_column)
+    if len(outputs) == 2:
+        _check_ids_fit_lines(seqs.index, outputs[1])
     with warnings.catch_warnings():
         warnings.showwarning = _print_warning
-        X = emb.transform(seqs)
-        names = emb.get_feature_names_out()
+        X = estimator.transform(seqs)
+        names = estimator.get_feature_names_out()
     _write_output(outputs, seqs.index, X, names)
     print(f"{PROG}: wrote {X.shape[0]} x {X.shape[1]} features to {args.output}", file=sys.stderr)
+    return 0
+
+
+def run_score(args: argparse.Namespace) -> int:
+    """Score the variants of ``args.input`` into ``args.output``; raise on failure, return 0."""
+    outputs = _outputs(args.output, SCORE_OUTPUTS)
+    source = Path(args.input)
+    _check_not_input(source, outputs)
+    kind = _input_kind(source)
+    if kind in FASTA:
+        raise _Error(
+            f"{source} is FASTA, but scoring needs a table (.csv, .tsv or .parquet) with one row "
+            "per variant: the wild type and its mutations (or the mutant sequence)"
+        )
+    table = _read_table(source, kind, ".csv, .tsv or .parquet")
+    variant_column = args.mutant_column or args.mutation_column
+    _require_column(table, args.sequence_column, "--sequence-column", source)
+    option = "--mutant-column" if args.mutant_column else "--mutation-column"
+    _require_column(table, variant_column, option, source)
+    ids = _ids(table, args.id_column, source)
+    if len(table) == 0:
+        raise _Error(f"no variants in {source}; nothing to score")
+    # messages name a row by its number and, when there are ids, by its id
+    X = pd.DataFrame(
+        {
+            "wild_type": table[args.sequence_column].to_numpy(),
+            "variant": table[variant_column].to_numpy(),
+        },
+        index=ids if ids is not None else pd.RangeIndex(len(table)),
+    )
+    scorer = _Scorer(
+        model=args.model,
+        method=list(args.method),
+        sequence_column="wild_type",
+        mutation_column="variant",
+        mutant_column="variant" if args.mutant_column else None,
+        long_sequences=args.long_sequences,
+        window_stride=args.window_stride,
+        device=args.device,
+        dtype=args.dtype,
+        batch_tokens=args.batch_tokens,
+        progress="auto" if args.progress is None else args.progress,
+    )
+    with warnings.catch_warnings():
+        warnings.showwarning = _print_warning
+        scores = scorer.transform(X)
+        names = list(scorer.get_feature_names_out())
+    frame = pd.DataFrame(scores, columns=names)
+    frame.insert(0, "id", list(X.index.astype(str)))
+    if not args.mutant_column and args.mutation_column not in frame.columns:
+        frame.insert(1, args.mutation_column, table[args.mutation_column].to_numpy())
+    _write_frame(outputs[0], frame)
+    print(
+        f"{PROG}: wrote {len(frame)} variant score(s) ({', '.join(names)}) to {args.output}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -371,6 +573,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cache_main(argv[1:])
         if argv and argv[0] == "convert":
             return _convert_main(argv[1:])
+        if argv and argv[0] == "score":
+            return run_score(_score_parser().parse_args(argv[1:]))
+        if argv and argv[0] == "likelihood":
+            args = _likelihood_parser().parse_args(argv[1:])
+            cache = args.cache
+            return run_likelihood(args)
         args = create_parser().parse_args(argv)
         cache = args.cache
         return run(args)

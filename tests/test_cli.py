@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from conftest import DATA, TINY_PTH
 
-from rnafm_sklearn import RnaFmEmbedder, _cli, read_fasta
+from rnafm_sklearn import RnaFmEmbedder, RnaFmLikelihood, _cli, read_fasta, score_variants
 from rnafm_sklearn._cli import main
 
 FASTA = DATA / "rnafm-rfam3" / "RF00005.fasta"
@@ -478,3 +478,184 @@ def test_symlinked_output_is_written_through(tmp_path, fasta30, trna):
     assert main([str(fasta30), "-o", str(link), "--model", MODEL, "--no-progress"]) == 0
     assert link.is_symlink()  # the user's link is kept, its target gets the features
     np.testing.assert_allclose(_read(real)[1], trna[1], rtol=1e-6, atol=1e-7)
+
+
+# ------------------------------------------------------------- score and likelihood commands
+
+WT_A = "GGGCUAUAGCUCAGUGGUAGAGCGCUUGCCUUGCAAGCAAGAGGUCGGAGGUUCGAAUCCUCUUAGCCCA"
+WT_B = "ACGUAGCUAGGCUAACGAUCGAUCGGAUC"
+VARIANTS = pd.DataFrame(
+    {
+        "name": ["v1", "v2", "v3", "v4", "v5"],
+        "wt": [WT_A, WT_A, WT_A, WT_B, WT_B],
+        "mutations": ["G1A", "C4G:U5A", "WT", "a1g", "C2U:G3A:U4C"],
+    }
+)
+
+
+def _scores(**kwargs):
+    s = VARIANTS.set_index("name")
+    kwargs.setdefault("mutations", s["mutations"])
+    return score_variants(s["wt"], model=MODEL, progress=False, **kwargs)
+
+
+def _read_table(path):
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype={"id": str})
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet"])
+def test_score_writes_one_column_per_method(tmp_path, capsys, suffix):
+    src = tmp_path / "variants.csv"
+    VARIANTS.to_csv(src, index=False)
+    out = tmp_path / f"scores{suffix}"
+    argv = ["score", str(src), "-o", str(out), "--model", MODEL, "--no-progress"]
+    argv += ["--sequence-column", "wt", "--id-column", "name"]
+    assert main([*argv, "--method", "masked-marginal", "wt-marginal"]) == 0
+    assert capsys.readouterr().err.startswith("rnafm-embed: wrote 5 variant score(s)")
+    got = _read_table(out)
+    assert list(got.columns) == ["id", "mutations", "score_masked_marginal", "score_wt_marginal"]
+    assert got["id"].tolist() == VARIANTS["name"].tolist()
+    assert got["mutations"].tolist() == VARIANTS["mutations"].tolist()
+    expected = _scores(method=["masked-marginal", "wt-marginal"])
+    assert not np.allclose(expected["masked-marginal"], expected["wt-marginal"])  # told apart
+    np.testing.assert_allclose(got["score_masked_marginal"], expected["masked-marginal"], atol=1e-6)
+    np.testing.assert_allclose(got["score_wt_marginal"], expected["wt-marginal"], atol=1e-6)
+    assert got.loc[2, "score_masked_marginal"] == 0.0  # the "WT" row
+
+
+def test_score_mutant_column_without_ids_to_parquet(tmp_path):
+    mutants = ["A" + WT_A[1:], "G" + WT_B[1:], WT_A]  # v1 (G1A), v4 (A1G), v3 (WT)
+    frame = pd.DataFrame({"sequence": [WT_A, WT_B, WT_A], "mt": mutants})
+    src = tmp_path / "pairs.parquet"
+    frame.to_parquet(src)
+    out = tmp_path / "scores.parquet"
+    argv = ["score", str(src), "-o", str(out), "--model", MODEL, "--mutant-column", "mt"]
+    assert main([*argv, "--method", "pseudo-likelihood", "masked-marginal", "--no-progress"]) == 0
+    got = pd.read_parquet(out)
+    assert list(got.columns) == ["id", "score_pseudo_likelihood", "score_masked_marginal"]
+    assert got["id"].tolist() == ["0", "1", "2"]  # row numbers, as for embedding
+    expected = score_variants(
+        frame["sequence"],
+        mutants=frame["mt"],
+        method=["pseudo-likelihood", "masked-marginal"],
+        model=MODEL,
+        progress=False,
+    )
+    np.testing.assert_allclose(got.iloc[:, 1:].to_numpy(), expected.to_numpy(), atol=1e-6)
+    # the same variants written as mutation strings score the same
+    by_mutation = _scores(method="masked-marginal")["score"]
+    np.testing.assert_allclose(got["score_masked_marginal"], by_mutation[["v1", "v4", "v3"]])
+
+
+def test_score_bad_mutation_is_one_line_naming_the_id(tmp_path, capsys):
+    bad = VARIANTS.assign(mutations=["G1A", "C4G:U5A", "WT", "C1G", "U4C"])  # v4: 1 holds A
+    src = tmp_path / "variants.tsv"
+    bad.to_csv(src, sep="\t", index=False)
+    out = tmp_path / "scores.csv"
+    argv = ["score", str(src), "-o", str(out), "--model", MODEL, "--sequence-column", "wt"]
+    msg = _error(capsys, [*argv, "--id-column", "name"])
+    assert msg.startswith("rnafm-embed: error: Mutation at row 3 (0-based; index 'v4')"), msg
+    assert "'C1G'" in msg and "'A'" in msg
+    assert not out.exists()
+
+
+def test_score_refuses_output_equal_to_input(tmp_path, capsys, monkeypatch):
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("scoring started before the output was validated")
+
+    monkeypatch.setattr(_cli._Scorer, "transform", no_scoring)
+    src = tmp_path / "variants.csv"
+    VARIANTS.to_csv(src, index=False)
+    content = src.read_text()
+    (tmp_path / "link.csv").symlink_to(src)
+    for out in (src, tmp_path / "link.csv"):
+        msg = _error(capsys, ["score", str(src), "-o", str(out), "--model", MODEL])
+        assert msg.startswith(f"rnafm-embed: error: refusing to overwrite the input {src}"), msg
+    msg = _error(capsys, ["score", str(src), "-o", str(tmp_path / "s.npy"), "--model", MODEL])
+    assert msg == "rnafm-embed: error: unknown output type 's.npy': use .csv, .tsv, .parquet"
+    msg = _error(capsys, ["score", str(src), "-o", str(tmp_path / "s.csv"), "--model", MODEL])
+    assert msg == (
+        f"rnafm-embed: error: column 'sequence' not found in {src}; columns: "
+        "['name', 'wt', 'mutations'] (choose one with --sequence-column)"
+    )
+    assert src.read_text() == content
+
+
+def test_score_usage_errors_exit_2(tmp_path, capsys):
+    src = str(tmp_path / "variants.csv")
+    for extra, expected in [
+        (["--method", "best"], "argument --method: invalid choice: 'best'"),
+        (["--mutant-column", "m", "--mutation-column", "x"], "not allowed with argument"),
+        (["--long-sequences", "truncate"], "argument --long-sequences: invalid choice"),
+    ]:
+        argv = ["score", src, "-o", str(tmp_path / "s.csv"), *extra]
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        assert expected in capsys.readouterr().err
+
+
+def test_score_library_errors_in_option_words(tmp_path, capsys):
+    src = tmp_path / "variants.csv"
+    VARIANTS.rename(columns={"name": "id", "wt": "sequence"}).to_csv(src, index=False)
+    argv = ["score", str(src), "-o", str(tmp_path / "s.csv"), "--model", MODEL]
+    msg = _error(capsys, [*argv, "--method", "wt-marginal", "wt-marginal"])
+    assert msg.startswith("rnafm-embed: error: The option --method must be a str among"), msg
+    assert "without repeats" in msg and "RnaFmVariantScorer" not in msg
+    assert main([*argv, "--no-progress"]) == 0  # 'id' and 'sequence' are found by default
+    assert _read_table(tmp_path / "s.csv")["id"].tolist() == VARIANTS["name"].tolist()
+    capsys.readouterr()
+    fasta = tmp_path / "wt.fa"
+    fasta.write_text(f">a\n{WT_B}\n")
+    msg = _error(capsys, ["score", str(fasta), "-o", str(tmp_path / "s.csv"), "--model", MODEL])
+    assert msg.startswith(f"rnafm-embed: error: {fasta} is FASTA, but scoring needs a table")
+
+
+def test_score_checkpoint_without_head_is_one_line(tmp_path, capsys):
+    import argparse
+
+    import torch
+
+    data = torch.load(TINY_PTH, weights_only=False)
+    data["model"] = {k: v for k, v in data["model"].items() if ".lm_head." not in k}
+    data["args"] = argparse.Namespace(**vars(data["args"]))
+    headless = tmp_path / "headless.pth"
+    torch.save(data, headless)
+    src = tmp_path / "variants.csv"
+    VARIANTS.to_csv(src, index=False)
+    argv = ["score", str(src), "-o", str(tmp_path / "s.csv"), "--model", str(headless)]
+    msg = _error(capsys, [*argv, "--sequence-column", "wt"])
+    assert msg.startswith(f"rnafm-embed: error: The checkpoint {headless} has no masked-LM head")
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_score_interrupt_exits_130(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_cli._Scorer, "transform", interrupted)
+    src = tmp_path / "variants.csv"
+    VARIANTS.to_csv(src, index=False)
+    argv = ["score", str(src), "-o", str(tmp_path / "s.csv"), "--model", MODEL]
+    assert main([*argv, "--sequence-column", "wt"]) == 130
+    assert capsys.readouterr().err.strip() == "rnafm-embed: interrupted"
+
+
+def test_likelihood_command(tmp_path, capsys):
+    src = tmp_path / "seqs.fa"
+    src.write_text(f">a\n{WT_A}\n>b\n{WT_B}\n")
+    out = tmp_path / "ll.csv"
+    argv = ["likelihood", str(src), "-o", str(out), "--model", MODEL, "--no-progress"]
+    assert main([*argv, "--kind", "both"]) == 0
+    assert capsys.readouterr().err.startswith("rnafm-embed: wrote 2 x 4 features")
+    got = pd.read_csv(out)
+    assert list(got.columns) == ["id", "pll", "pll_per_nt", "ll_unmasked", "ll_unmasked_per_nt"]
+    assert got["id"].tolist() == ["a", "b"]
+    expected = RnaFmLikelihood(model=MODEL, kind="both", progress=False).transform([WT_A, WT_B])
+    np.testing.assert_allclose(got.iloc[:, 1:].to_numpy(), expected, rtol=1e-7, atol=1e-6)
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--kind", "pll"])
+    assert exc.value.code == 2
+    assert "argument --kind: invalid choice: 'pll'" in capsys.readouterr().err

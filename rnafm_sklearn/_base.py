@@ -44,6 +44,8 @@ class RnaFmEstimator(BaseEstimator):
     ``__init__`` (scikit-learn reads parameters from the subclass's signature).
     """
 
+    _length_policies: tuple[str, ...] = POLICIES  # what ``long_sequences`` may be
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.string = True
@@ -67,7 +69,7 @@ class RnaFmEstimator(BaseEstimator):
         """
         if not isinstance(self.model, str | os.PathLike):
             raise self._fail("model", "a str ('rna-fm') or a path to a checkpoint", self.model)
-        self._check_choice("long_sequences", self.long_sequences, POLICIES)
+        self._check_choice("long_sequences", self.long_sequences, self._length_policies)
         self._check_choice("truncation_side", self.truncation_side, TRUNCATION_SIDES)
         if self.column is not None and not isinstance(self.column, str | Integral):
             raise self._fail("column", "a str (a DataFrame column name) or None", self.column)
@@ -158,13 +160,18 @@ class RnaFmEstimator(BaseEstimator):
                 for i in long_rows[:10]
             )
             more = f" and {len(long_rows) - 10} more" if len(long_rows) > 10 else ""
+            fixes = "long_sequences='window' embeds overlapping windows and stitches them"
+            if "truncate" in self._length_policies:
+                fixes = (
+                    f"Choose a policy: {fixes} (every nucleotide kept), "
+                    f"long_sequences='truncate' keeps the first {limit} "
+                    "(truncation_side='left' keeps the last)"
+                )
+            else:
+                fixes = f"Use {fixes} (every nucleotide kept)"
             raise ValueError(
                 f"{len(long_rows)} sequence(s) exceed {fam.display_name}'s limit of "
-                f"{fam.count(limit)}: "
-                f"{shown}{more}. "
-                "Choose a policy: long_sequences='window' embeds overlapping windows and "
-                "stitches them (every nucleotide kept), long_sequences='truncate' keeps the "
-                f"first {limit} (truncation_side='left' keeps the last)."
+                f"{fam.count(limit)}: {shown}{more}. {fixes}."
             )
         keep = slice(None, limit) if self.truncation_side == "right" else slice(-limit, None)
         warn(

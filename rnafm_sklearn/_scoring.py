@@ -307,6 +307,8 @@ class RnaFmVariantScorer(TransformerMixin, _Scoring):
         self.batch_tokens = batch_tokens
         self.progress = progress
 
+    # truncation could cut off the mutated positions: only error or window
+    _length_policies = ("error", "window")
     # parameters of the shared checks that this estimator does not offer
     column = None
     truncation_side = "right"
@@ -331,7 +333,6 @@ class RnaFmVariantScorer(TransformerMixin, _Scoring):
 
     def _settings(self) -> tuple[tuple[str, ...], RnaFmConfig, torch.device, int]:
         methods = self._methods()
-        self._check_choice("long_sequences", self.long_sequences, ("error", "window"))
         config, device, stride = self._check_common()
         return methods, config, device, stride
 

@@ -297,8 +297,9 @@ def test_windows_score_each_position_where_it_is_farthest_from_an_edge(official)
             ref[method] += lp[j, official.col(w_mt[j])] - lp[j, official.col(w_wt[j])]
     for method, value in ref.items():
         assert abs(got[method].iloc[0] - value) <= TOL, method
-    with pytest.raises(ValueError, match="exceed RNA-FM's limit of 1022 nt"):
+    with pytest.raises(ValueError, match="exceed RNA-FM's limit of 1022 nt") as err:
         score_variants([wt], mutants=[mt], model=str(TINY_PTH), progress=False)
+    assert "Use long_sequences='window'" in str(err.value) and "truncate" not in str(err.value)
 
 
 def test_mrna_fm_scores_codon_changes():

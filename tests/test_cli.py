@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import DATA, TINY_PTH
 
 from rnafm_sklearn import RnaFmEmbedder, RnaFmLikelihood, _cli, read_fasta, score_variants
@@ -143,6 +144,13 @@ def test_error_offline_pretrained(tmp_path, capsys, fasta30, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     msg = _error(capsys, [str(fasta30), "-o", str(tmp_path / "x.npy")])
     assert "'rna-fm' weights are not in the cache" in msg
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_without_cuda_is_one_line(tmp_path, capsys, fasta30):
+    msg = _error(capsys, [str(fasta30), "-o", str(tmp_path / "x.npy"), "--model", MODEL, "--device", "cuda"])
+    assert "CUDA is not available here" in msg and "use --device cpu or --device auto" in msg
+    assert not (tmp_path / "x.npy").exists()
 
 
 def test_usage_error_exit_status(capsys):

@@ -6,6 +6,9 @@ arrays. Work is streamed: sequences are cut into *pieces* (one per sequence, or
 several overlapping windows for a long one), pieces are sorted by length and packed into
 batches under a token budget (padding counted), and each sequence is pooled and released as
 soon as its last piece has been computed. Memory is bounded by the batch plus the output.
+
+Pooling runs on the encoder's device, in float32: only the pooled vectors of a batch cross to
+the host (one copy per batch), never its hidden states, except for per-token output.
 """
 
 from __future__ import annotations
@@ -173,12 +176,22 @@ class Runner:
                 ids[row, 1 + p.masked - p.start] = self.mask
         return ids.to(self.device)
 
-    def _states(self, layers: Sequence[int]) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Batch computation: hidden states ``(n_layers, B, T, E)``, float32 on the CPU."""
+    def _states(
+        self, layers: Sequence[int], *, host: bool
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Batch computation: hidden states ``(n_layers, B, T, E)`` in float32.
+
+        Converted on the encoder's device (one float32 buffer, whatever the forward pass's
+        precision) and left there for pooling; ``host=True`` copies them to the CPU.
+        """
 
         def compute(ids: torch.Tensor) -> torch.Tensor:
             out = self.encoder(ids, layers=layers)
-            return torch.stack([out[k] for k in layers]).float().cpu()
+            first = out[layers[0]]
+            states = first.new_empty((len(layers), *first.shape), dtype=torch.float32)
+            for g, k in enumerate(layers):
+                states[g].copy_(out[k])
+            return states.cpu() if host else states
 
         return compute
 
@@ -229,10 +242,12 @@ class Runner:
         """
         width = feature_width(plan, self.encoder.config.hidden_size)
         out = np.empty((len(token_lists), width), np.float32)
-        for finished in self._sequence_states(token_lists, plan):
+        for finished in self._sequence_states(token_lists, plan, host=False):
             idx = [i for i, _ in finished]
-            for i, states in finished:
-                out[i] = _pool(*states, plan.poolings).reshape(width)
+            if finished:
+                # pooled on the device; one copy of the batch's rows to the host
+                rows = torch.stack([_pool(*states, plan.poolings) for _, states in finished])
+                out[idx] = rows.reshape(len(idx), width).cpu().numpy()
             if sink is not None:
                 sink(idx, out[idx])
         return out
@@ -240,22 +255,27 @@ class Runner:
     def per_token(self, token_lists: Sequence[bytes], plan: Plan) -> list[np.ndarray]:
         """Per-token states, one ``(n_tokens, n_layer_groups * hidden)`` array per sequence."""
         result: list[np.ndarray | None] = [None] * len(token_lists)
-        for finished in self._sequence_states(token_lists, plan):
+        for finished in self._sequence_states(token_lists, plan, host=True):
             for i, (states, _, _) in finished:
                 # (G, L, E) => (L, G * E)
                 result[i] = states.permute(1, 0, 2).reshape(states.shape[1], -1).numpy()
         return result  # type: ignore[return-value]
 
     def _sequence_states(
-        self, token_lists: Sequence[bytes], plan: Plan
+        self, token_lists: Sequence[bytes], plan: Plan, *, host: bool
     ) -> Iterator[list[tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]]:
-        """Per batch, the sequences it completed: ``(i, (states (G, L, E), cls, eos))``."""
+        """Per batch, the sequences it completed: ``(i, (states (G, L, E), cls, eos))``.
+
+        float32 tensors on the encoder's device (``host=False``: a windowed sequence is
+        stitched there too) or on the CPU (``host=True``).
+        """
         pieces = self._pieces(token_lists, plan.window_stride)
         n_pieces = [0] * len(token_lists)
         for p in pieces:
             n_pieces[p.seq] += 1
         pending: dict[int, _Pending] = {}
-        for batch, states in self._batches(pieces, token_lists, self._states(plan.layers)):
+        compute = self._states(plan.layers, host=host)
+        for batch, states in self._batches(pieces, token_lists, compute):
             if plan.aggregate == "mean":
                 states = states.mean(0, keepdim=True)
             finished = []
@@ -283,7 +303,6 @@ class Runner:
             if self.progress is not None:
                 self.progress(len(batch))  # pieces: sequences, or windows of long ones
             yield finished
-
 
     # ------------------------------------------------------------- masked-LM log-probs
     def _log_probs(self, columns: Sequence[int]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -361,8 +380,8 @@ class Runner:
 
 def _pool(
     states: torch.Tensor, cls: torch.Tensor, eos: torch.Tensor, poolings: Sequence[str]
-) -> np.ndarray:
-    """``(G, len(poolings), E)`` from per-token states ``(G, L, E)``."""
+) -> torch.Tensor:
+    """``(G, len(poolings), E)`` from per-token states ``(G, L, E)``, on their device."""
     parts = []
     for name in poolings:
         if name == "mean":
@@ -375,7 +394,7 @@ def _pool(
             parts.append(eos)
         else:  # pragma: no cover - validated by the caller
             raise ValueError(name)
-    return torch.stack(parts, 1).numpy()
+    return torch.stack(parts, 1)
 
 
 def n_windows(n_tokens: int, window: int, stride: int) -> int:

@@ -1,4 +1,10 @@
-"""Shared fixtures: tiny checkpoints, real sequences, a clean environment."""
+"""Shared fixtures: tiny checkpoints, real sequences, a clean environment, the test device.
+
+``RNAFM_TEST_DEVICE`` (default ``"cpu"``) is the device of the numerical tests: those that take
+the ``device`` fixture build their estimators and encoders on it and compare on the CPU
+against the official ``fm`` forward pass. On another device (``RNAFM_TEST_DEVICE=cuda``) only
+those tests run; the others do not depend on the device and run in CI.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -17,14 +24,47 @@ TINY_HF = FIXTURES / "multimolecule-rnafm-tiny"
 
 sys.path.insert(0, str(ROOT / "tests"))
 
+# Not an RNAFM_SKLEARN_* name: _clean_env below leaves it in place.
+TEST_DEVICE = os.environ.get("RNAFM_TEST_DEVICE", "cpu")
+
+
+def pytest_report_header(config):
+    return f"RNAFM_TEST_DEVICE: {TEST_DEVICE}"
+
 
 def pytest_collection_modifyitems(config, items):
+    if TEST_DEVICE != "cpu":
+        # Off the CPU only the tests that take the device are worth the device's time.
+        uses = ["device" in getattr(item, "fixturenames", ()) for item in items]
+        kept = [item for item, use in zip(items, uses, strict=True) if use]
+        dropped = [item for item, use in zip(items, uses, strict=True) if not use]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = kept
     if os.environ.get("RNAFM_SKLEARN_NETWORK_TESTS") == "1":
         return
     skip = pytest.mark.skip(reason="needs internet; set RNAFM_SKLEARN_NETWORK_TESTS=1")
     for item in items:
         if "network" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def device() -> str:
+    """The device of the numerical tests: ``RNAFM_TEST_DEVICE``, default ``"cpu"``.
+
+    A device that this machine lacks fails the test (never a silent skip): asking for CUDA
+    on a machine without it must not pass.
+    """
+    try:
+        dev = torch.device(TEST_DEVICE)
+    except RuntimeError as exc:
+        pytest.fail(f"RNAFM_TEST_DEVICE={TEST_DEVICE!r} is not a torch device: {exc}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        pytest.fail(f"RNAFM_TEST_DEVICE={TEST_DEVICE!r} but torch.cuda.is_available() is False")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        pytest.fail(f"RNAFM_TEST_DEVICE={TEST_DEVICE!r} but torch.backends.mps is not available")
+    return TEST_DEVICE
 
 
 @pytest.fixture(autouse=True)

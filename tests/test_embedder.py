@@ -54,28 +54,62 @@ def _official_pooled(official, seqs, layer, pooling):
 
 @pytest.mark.parametrize("pooling", ["mean", "max", "cls", "eos"])
 @pytest.mark.parametrize("layer", [0, 1, 2, -1])
-def test_pooled_features_match_official(official, real_sequences, pooling, layer):
-    ours = emb(pooling=pooling, layers=layer).fit_transform(real_sequences)
+def test_pooled_features_match_official(official, real_sequences, pooling, layer, device):
+    ours = emb(pooling=pooling, layers=layer, device=device).fit_transform(real_sequences)
     ref = _official_pooled(official, real_sequences, layer % 3, pooling)
     assert ours.dtype == np.float32
     np.testing.assert_allclose(ours, ref, atol=TOL, rtol=0)
 
 
-def test_multi_layer_concat_and_mean(official, real_sequences):
+def test_multi_layer_concat_and_mean(official, real_sequences, device):
     seqs = real_sequences[:10]
-    concat = emb(layers=[0, 2], pooling="mean+max").fit_transform(seqs)
+    concat = emb(layers=[0, 2], pooling="mean+max", device=device).fit_transform(seqs)
     parts = [
         _official_pooled(official, seqs, layer, p) for layer in (0, 2) for p in ("mean", "max")
     ]
     np.testing.assert_allclose(concat, np.hstack(parts), atol=TOL, rtol=0)
 
-    averaged = emb(layers=[1, 2], layer_aggregation="mean").fit_transform(seqs)
+    averaged = emb(layers=[1, 2], layer_aggregation="mean", device=device).fit_transform(seqs)
     model, alpha = official
     with torch.no_grad():
         reps = model(official_tokens(alpha, seqs), repr_layers=[1, 2])["representations"]
     h = (reps[1] + reps[2]) / 2
     ref = np.stack([h[i, 1 : 1 + len(s)].mean(0).numpy() for i, s in enumerate(seqs)])
     np.testing.assert_allclose(averaged, ref, atol=TOL, rtol=0)
+
+
+def test_only_pooled_vectors_cross_to_the_host(monkeypatch, real_sequences, device):
+    """transform() pools on the encoder's device: the host receives the pooled rows only.
+
+    Counts the floats that reach the CPU through ``.cpu()`` or ``.to("cpu")``: hidden states
+    of a batch (layers x sequences x tokens x hidden) would be far more than the output.
+    """
+    long = "".join(np.random.default_rng(0).choice(list("ACGU"), 2500))  # 4 windows
+    seqs = real_sequences[:6] + [long]
+    e = emb(long_sequences="window", layers=[0, 2], pooling="mean+max", device=device)
+    e.transform(seqs[:1])  # load the weights before counting
+    moved = []
+    real_cpu, real_to = torch.Tensor.cpu, torch.Tensor.to
+
+    def to_host(dest):
+        return str(dest) == "cpu"
+
+    def spy_cpu(self, *args, **kwargs):
+        if self.is_floating_point():
+            moved.append(self.numel())
+        return real_cpu(self, *args, **kwargs)
+
+    def spy_to(self, *args, **kwargs):
+        dests = [*args, kwargs.get("device")]
+        if self.is_floating_point() and any(to_host(d) for d in dests):
+            moved.append(self.numel())
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "cpu", spy_cpu)
+    monkeypatch.setattr(torch.Tensor, "to", spy_to)
+    X = e.transform(seqs)
+    assert X.shape == (7, 2 * 2 * 32)
+    assert 0 < sum(moved) == X.size
 
 
 def test_lowercase_and_dna_input_equal_rna(real_sequences):
@@ -85,9 +119,11 @@ def test_lowercase_and_dna_input_equal_rna(real_sequences):
     np.testing.assert_array_equal(e.transform(dna), e.transform(seqs))
 
 
-def test_hf_checkpoint_gives_same_features(real_sequences):
-    a = emb().fit_transform(real_sequences)
-    b = RnaFmEmbedder(model=str(TINY_HF), progress=False).fit_transform(real_sequences)
+def test_hf_checkpoint_gives_same_features(real_sequences, device):
+    a = emb(device=device).fit_transform(real_sequences)
+    b = RnaFmEmbedder(model=str(TINY_HF), progress=False, device=device).fit_transform(
+        real_sequences
+    )
     np.testing.assert_allclose(a, b, atol=TOL, rtol=0)
 
 
@@ -121,23 +157,24 @@ def test_tags():
     check_is_fitted(RnaFmEmbedder())
 
 
-def test_sample_order_invariance(real_sequences):
-    e = emb()
+def test_sample_order_invariance(real_sequences, device):
+    e = emb(device=device)
     X = e.transform(real_sequences)
     perm = np.random.default_rng(0).permutation(len(real_sequences))
     np.testing.assert_allclose(e.transform([real_sequences[i] for i in perm]), X[perm], atol=TOL)
 
 
-def test_subset_invariance(real_sequences):
-    e = emb()
+def test_subset_invariance(real_sequences, device):
+    e = emb(device=device)
     X = e.transform(real_sequences)
     np.testing.assert_allclose(e.transform(real_sequences[3:9]), X[3:9], atol=TOL)
 
 
 @pytest.mark.parametrize("budget", [1, 300, 100_000])
-def test_batch_size_invariance(real_sequences, budget):
-    ref = emb(batch_tokens=4096).transform(real_sequences)
-    np.testing.assert_allclose(emb(batch_tokens=budget).transform(real_sequences), ref, atol=TOL)
+def test_batch_size_invariance(real_sequences, budget, device):
+    ref = emb(batch_tokens=4096, device=device).transform(real_sequences)
+    got = emb(batch_tokens=budget, device=device).transform(real_sequences)
+    np.testing.assert_allclose(got, ref, atol=TOL)
 
 
 def test_fit_returns_self_and_fit_transform_equals_transform(real_sequences):
@@ -217,9 +254,9 @@ def test_n_features_in_is_not_defined_for_string_input(real_sequences):
     assert not hasattr(e, "n_features_in_")
 
 
-def test_transform_tokens(official, real_sequences):
+def test_transform_tokens(official, real_sequences, device):
     seqs = real_sequences[:6]
-    out = emb(layers=[0, 2]).transform_tokens(seqs)
+    out = emb(layers=[0, 2], device=device).transform_tokens(seqs)
     model, alpha = official
     with torch.no_grad():
         reps = model(official_tokens(alpha, seqs), repr_layers=[0, 2])["representations"]

@@ -13,25 +13,28 @@ TOL = 1e-5
 
 
 def _max_diff(ours, ref, tokens):
-    real = tokens.ne(1)
-    return max((ours[k] - ref[k])[real].abs().max().item() for k in ref)
+    """Largest difference over real tokens; ``ours`` may be on any device, ``ref`` on the CPU."""
+    real = tokens.ne(1).cpu()
+    return max((ours[k].cpu() - ref[k])[real].abs().max().item() for k in ref)
 
 
 @torch.no_grad()
-def test_tiny_parity_every_hidden_state(real_sequences):
+def test_tiny_parity_every_hidden_state(real_sequences, device):
     official, alpha = load_official(TINY_PTH)
-    ours = load_model(TINY_PTH)
+    ours = load_model(TINY_PTH).to(device)
     tokens = official_tokens(alpha, real_sequences)
     assert tokens.shape[0] >= 20 and tokens.eq(1).any()  # a padded, mixed-length batch
     ref = official(tokens, repr_layers=[0, 1, 2])["representations"]
-    out = ours(tokens, layers=[0, 1, 2])
+    out = ours(tokens.to(device), layers=[0, 1, 2])
     assert _max_diff(out, ref, tokens) <= TOL
 
 
 @torch.no_grad()
 @pytest.mark.parametrize("token_dropout", [True, False, None])
 @pytest.mark.parametrize("emb_layer_norm_before", [True, False])
-def test_flags_are_honoured(tmp_path, token_dropout, emb_layer_norm_before, real_sequences):
+def test_flags_are_honoured(
+    tmp_path, token_dropout, emb_layer_norm_before, real_sequences, device
+):
     path = make_official_checkpoint(
         tmp_path / "RNA-FM_flags.pth",
         layers=3,
@@ -40,13 +43,13 @@ def test_flags_are_honoured(tmp_path, token_dropout, emb_layer_norm_before, real
         seed=7,
     )
     official, alpha = load_official(path)
-    ours = load_model(path)
+    ours = load_model(path).to(device)
     assert ours.config.token_dropout is bool(token_dropout)
     assert ours.config.emb_layer_norm_before is emb_layer_norm_before
     tokens = official_tokens(alpha, real_sequences[:8])
     tokens[0, 5] = tokens[3, 9] = alpha.mask_idx  # exercise the observed-mask-ratio rescaling
     ref = official(tokens, repr_layers=[0, 1, 2, 3])["representations"]
-    out = ours(tokens, layers=range(4))
+    out = ours(tokens.to(device), layers=range(4))
     assert _max_diff(out, ref, tokens) <= TOL
 
 
@@ -72,15 +75,15 @@ def test_wrong_layer_norm_eps_would_be_caught(real_sequences):
 
 
 @torch.no_grad()
-def test_batch_invariance(real_sequences):
-    ours = load_model(TINY_PTH)
+def test_batch_invariance(real_sequences, device):
+    ours = load_model(TINY_PTH).to(device)
     rna = get_alphabet("rna")
     batch = torch.nn.utils.rnn.pad_sequence(
         [torch.tensor(rna.encode(s)) for s in real_sequences], batch_first=True, padding_value=1
     )
-    together = ours(batch, layers=[0, 1, 2])
+    together = ours(batch.to(device), layers=[0, 1, 2])
     for i, seq in enumerate(real_sequences):
-        alone = ours(torch.tensor([rna.encode(seq)]), layers=[0, 1, 2])
+        alone = ours(torch.tensor([rna.encode(seq)], device=device), layers=[0, 1, 2])
         n = len(seq) + 2
         for k in alone:
             assert (alone[k][0] - together[k][i, :n]).abs().max() <= TOL
@@ -125,13 +128,13 @@ def test_config_validation():
 
 
 @torch.no_grad()
-def test_codon_model_parity(tmp_path):
+def test_codon_model_parity(tmp_path, device):
     """mRNA-FM layout: 73 codon tokens, no embedding LayerNorm."""
     path = make_official_checkpoint(
         tmp_path / "mRNA-FM_tiny.pth", alphabet="codon", emb_layer_norm_before=False, seed=3
     )
     official, alpha = load_official(path, alphabet="codon")
-    ours = load_model(path)
+    ours = load_model(path).to(device)
     assert ours.config.alphabet == "codon" and not ours.config.emb_layer_norm_before
     seqs = ["AUGGCCAAAUAA", "AUGCCCGGGUUUAAACCCGGGUGA", "GCU"]
     tokens = official_tokens(alpha, seqs)
@@ -140,4 +143,4 @@ def test_codon_model_parity(tmp_path):
     )
     assert torch.equal(tokens, ours_tokens)
     ref = official(tokens, repr_layers=[0, 1, 2])["representations"]
-    assert _max_diff(ours(tokens, layers=[0, 1, 2]), ref, tokens) <= TOL
+    assert _max_diff(ours(tokens.to(device), layers=[0, 1, 2]), ref, tokens) <= TOL

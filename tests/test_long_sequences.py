@@ -65,22 +65,43 @@ class PositionStub(torch.nn.Module):
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
     def forward(self, tokens, layers):
-        pos = torch.arange(tokens.shape[1]).expand_as(tokens)
+        pos = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
         h = torch.stack([pos, tokens], -1).float()
         return {k: h for k in layers}
 
 
 @pytest.mark.parametrize(("n", "window", "stride"), [(95, 10, 5), (100, 10, 3), (31, 10, 10)])
-def test_stitching_with_position_revealing_stub(n, window, stride):
+def test_stitching_with_position_revealing_stub(n, window, stride, device):
     rna = get_alphabet("rna")
     seq = random_rna(n, n)
     body = rna.encode_body(seq)
-    runner = Runner(PositionStub(window), batch_tokens=37)
+    runner = Runner(PositionStub(window).to(device), batch_tokens=37)
     (states,) = runner.per_token([body], Plan(layers=(1,), window_stride=stride))
     assert states.shape == (n, 2)
     np.testing.assert_array_equal(states[:, 1], list(body))  # every token in its place
     for s, a, b in window_ownership(n, window, stride):
         np.testing.assert_array_equal(states[a:b, 0], np.arange(a, b) - s + 1)
+
+
+@pytest.mark.parametrize(("n", "window", "stride"), [(95, 10, 5), (100, 10, 3), (31, 10, 10)])
+def test_pooled_stitching_with_position_revealing_stub(n, window, stride, device):
+    """pooled() stitches a long sequence by ownership on the device, then pools: mean and max
+    over the positions each window owns, <cls> and <eos> averaged over the windows."""
+    rna = get_alphabet("rna")
+    bodies = [rna.encode_body(random_rna(n, n)), rna.encode_body(random_rna(7, n))]
+    runner = Runner(PositionStub(window).to(device), batch_tokens=37)
+    plan = Plan(layers=(1,), window_stride=stride, poolings=("mean", "max", "cls", "eos"))
+    rows = runner.pooled(bodies, plan)
+    assert rows.shape == (2, 4 * 2)
+    for body, row in zip(bodies, rows, strict=True):
+        parts = window_ownership(len(body), window, stride)
+        # the state of a position: (its place in the window that owns it, its token id)
+        place = np.concatenate([np.arange(a, b) - s + 1 for s, a, b in parts])
+        ids = np.array(list(body))
+        eos_place = np.mean([1 + min(window, len(body) - s) for s, _, _ in parts])
+        expected = [place.mean(), ids.mean(), place.max(), ids.max()]
+        expected += [0, rna.cls_idx, eos_place, rna.eos_idx]
+        np.testing.assert_allclose(row, expected, rtol=1e-6, atol=0)
 
 
 # ------------------------------------------------------------------- the real model
@@ -92,10 +113,11 @@ def official():
 
 
 @torch.no_grad()
-def test_windowed_states_equal_official_forward_on_each_window(official):
+def test_windowed_states_equal_official_forward_on_each_window(official, device):
     model, alpha = official
     seq = random_rna(3000, 1)
-    out = emb(long_sequences="window", layers=[0, 1, 2]).transform_tokens([seq])[0]
+    e = emb(long_sequences="window", layers=[0, 1, 2], device=device)
+    out = e.transform_tokens([seq])[0]
     assert out.shape == (3000, 3 * 32)
     for s, a, b in window_ownership(3000, 1022, 511):
         tokens = official_tokens(alpha, [seq[s : s + 1022]])
@@ -105,10 +127,15 @@ def test_windowed_states_equal_official_forward_on_each_window(official):
 
 
 @torch.no_grad()
-def test_windowed_pooling(official):
+def test_windowed_pooling(official, device):
     model, alpha = official
     seq = random_rna(2500, 2)
-    e = emb(long_sequences="window", pooling=["mean", "max", "cls", "eos"], window_stride=700)
+    e = emb(
+        long_sequences="window",
+        pooling=["mean", "max", "cls", "eos"],
+        window_stride=700,
+        device=device,
+    )
     pooled = e.transform([seq])[0].reshape(4, 32)
     states = e.transform_tokens([seq])[0]
     np.testing.assert_allclose(pooled[0], states.mean(0), atol=TOL)
@@ -123,21 +150,23 @@ def test_windowed_pooling(official):
     np.testing.assert_allclose(pooled[3], torch.stack(eos).mean(0).numpy(), atol=TOL)
 
 
-def test_short_sequences_bit_identical_under_every_policy(real_sequences):
+def test_short_sequences_bit_identical_under_every_policy(real_sequences, device):
     seqs = real_sequences + ["A" * 1022]
-    ref = emb(long_sequences="error").transform(seqs)
+    ref = emb(long_sequences="error", device=device).transform(seqs)
     for policy in ("truncate", "window"):
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # nothing truncated, nothing to warn about
-            np.testing.assert_array_equal(emb(long_sequences=policy).transform(seqs), ref)
-    tokens = emb(long_sequences="window").transform_tokens(seqs)
-    for t, r in zip(tokens, emb().transform_tokens(seqs), strict=True):
+            got = emb(long_sequences=policy, device=device).transform(seqs)
+            np.testing.assert_array_equal(got, ref)
+    tokens = emb(long_sequences="window", device=device).transform_tokens(seqs)
+    for t, r in zip(tokens, emb(device=device).transform_tokens(seqs), strict=True):
         np.testing.assert_array_equal(t, r)
 
 
-def test_short_rows_unchanged_next_to_long_ones(real_sequences):
-    ref = emb().transform(real_sequences)
-    mixed = emb(long_sequences="window").transform(real_sequences + [random_rna(4000, 3)])
+def test_short_rows_unchanged_next_to_long_ones(real_sequences, device):
+    ref = emb(device=device).transform(real_sequences)
+    e = emb(long_sequences="window", device=device)
+    mixed = e.transform(real_sequences + [random_rna(4000, 3)])
     np.testing.assert_allclose(mixed[:-1], ref, atol=TOL, rtol=0)
 
 
@@ -168,10 +197,10 @@ def test_error_policy_message_is_capped():
 @pytest.mark.parametrize(
     ("side", "piece"), [("right", slice(None, 1022)), ("left", slice(-1022, None))]
 )
-def test_truncate_policy(official, side, piece):
+def test_truncate_policy(official, side, piece, device):
     model, alpha = official
     seq = random_rna(1500, 4)
-    e = emb(long_sequences="truncate", truncation_side=side)
+    e = emb(long_sequences="truncate", truncation_side=side, device=device)
     with pytest.warns(UserWarning) as record:
         X = e.transform([seq, "ACGU", seq[:1100]])
     assert len(record) == 1  # one summary warning per call
@@ -187,10 +216,10 @@ def test_truncate_policy(official, side, piece):
         assert e.transform_tokens([seq])[0].shape == (1022, 32)
 
 
-def test_very_long_sequence_streams(real_sequences):
+def test_very_long_sequence_streams(real_sequences, device):
     """30 000 nt on the tiny model: 58 windows, all positions returned, linear cost."""
     seq = random_rna(30_000, 5)
-    e = emb(long_sequences="window")
+    e = emb(long_sequences="window", device=device)
     (states,) = e.transform_tokens([seq])
     assert states.shape == (30_000, 32) and np.isfinite(states).all()
     X = e.transform([seq])

@@ -115,7 +115,7 @@ def _non_null_columns(alpha):
 
 @pytest.mark.parametrize("token_dropout", [False, True])
 @pytest.mark.parametrize("alphabet", ["rna", "codon"])
-def test_logits_match_official_with_and_without_masks(tmp_path, token_dropout, alphabet):
+def test_logits_match_official_with_and_without_masks(tmp_path, token_dropout, alphabet, device):
     path = make_official_checkpoint(
         tmp_path / ("RNA-FM_x.pth" if alphabet == "rna" else "mRNA-FM_x.pth"),
         alphabet=alphabet,
@@ -124,7 +124,7 @@ def test_logits_match_official_with_and_without_masks(tmp_path, token_dropout, a
         seed=11,
     )
     model, alpha = load_official(path, alphabet)
-    ours = load_model(path)
+    ours = load_model(path).to(device)
     seqs = [random_rna(90, 1), random_rna(30, 2), random_rna(3, 3)]
     tokens = official_tokens(alpha, seqs)
     masked = tokens.clone()
@@ -133,20 +133,20 @@ def test_logits_match_official_with_and_without_masks(tmp_path, token_dropout, a
     cols = _non_null_columns(alpha)
     for t in (tokens, masked):
         with torch.no_grad():
-            ref, got = model(t)["logits"], ours.logits(t)
+            ref, got = model(t)["logits"], ours.logits(t.to(device)).cpu()
         real = t.ne(alpha.padding_idx)
         assert (ref - got)[..., cols][real].abs().max() <= TOL
         assert got[~real].abs().max() == 0  # padding rows are zero
 
 
 @pytest.mark.parametrize(("pth", "hf", "alphabet"), [(TINY_PTH, TINY_HF, "rna"), (MRNA_PTH, MRNA_HF, "codon")])
-def test_multimolecule_head_equals_official(pth, hf, alphabet):
+def test_multimolecule_head_equals_official(pth, hf, alphabet, device):
     model, alpha = load_official(pth, alphabet)
-    ours = load_model(hf)
+    ours = load_model(hf).to(device)
     tokens = official_tokens(alpha, [random_rna(60, 4), random_rna(33, 5)])
     tokens[0, 7] = alpha.mask_idx
     with torch.no_grad():
-        ref, got = model(tokens)["logits"], ours.logits(tokens)
+        ref, got = model(tokens)["logits"], ours.logits(tokens.to(device)).cpu()
     real = tokens.ne(alpha.padding_idx)
     assert (ref - got)[..., _non_null_columns(alpha)][real].abs().max() <= TOL
 
@@ -226,9 +226,9 @@ def test_embedding_cache_is_shared_with_and_without_head(tmp_path, headless):
 # ------------------------------------------------------------------ per-position log-probs
 
 
-def test_transform_logits_equals_official(official):
+def test_transform_logits_equals_official(official, device):
     seqs = [random_rna(40, 12), "ACGUNNAC", random_rna(40, 12)]
-    emb = RnaFmEmbedder(model=str(TINY_PTH), progress=False)
+    emb = RnaFmEmbedder(model=str(TINY_PTH), progress=False, device=device)
     unmasked = emb.transform_logits(seqs)
     masked = emb.transform_logits(seqs, masked=True)
     for seq, u, m in zip(seqs, unmasked, masked, strict=True):
@@ -243,7 +243,7 @@ def test_transform_logits_equals_official(official):
 # ------------------------------------------------------------------------ every convention
 
 
-def test_every_convention_equals_the_brute_force_reference(official):
+def test_every_convention_equals_the_brute_force_reference(official, device):
     wt = random_rna(48, 13)
     variants = [
         [(1, "G" if wt[0] != "G" else "A")],  # first nucleotide
@@ -253,12 +253,9 @@ def test_every_convention_equals_the_brute_force_reference(official):
     ]
     mutation_strings = [":".join(f"{wt[p - 1]}{p}{alt}" for p, alt in v) for v in variants]
     mutants = [mutate(wt, v) for v in variants]
-    by_strings = score_variants(
-        [wt] * len(variants), mutation_strings, model=str(TINY_PTH), method=METHODS, progress=False
-    )
-    by_mutants = score_variants(
-        [wt] * len(variants), mutants=mutants, model=str(TINY_PTH), method=METHODS, progress=False
-    )
+    options = dict(model=str(TINY_PTH), method=METHODS, progress=False, device=device)
+    by_strings = score_variants([wt] * len(variants), mutation_strings, **options)
+    by_mutants = score_variants([wt] * len(variants), mutants=mutants, **options)
     for method in METHODS:
         ref = [official.score(method, wt, mt) for mt in mutants]
         np.testing.assert_allclose(by_strings[method], ref, atol=TOL, err_msg=method)
@@ -267,24 +264,26 @@ def test_every_convention_equals_the_brute_force_reference(official):
     assert np.abs(by_strings["wt-marginal"] - by_strings["masked-marginal"]).max() > 10 * TOL
 
 
-def test_token_dropout_masked_scores_follow_the_official_ratio(tmp_path):
+def test_token_dropout_masked_scores_follow_the_official_ratio(tmp_path, device):
     path = make_official_checkpoint(tmp_path / "RNA-FM_td.pth", token_dropout=True, seed=14)
     official = Official(path)
     wt = random_rna(30, 15)
     mt = mutate(wt, [(7, "A" if wt[6] != "A" else "G")])
-    got = score_variants([wt], mutants=[mt], model=str(path), method=METHODS, progress=False)
+    got = score_variants(
+        [wt], mutants=[mt], model=str(path), method=METHODS, progress=False, device=device
+    )
     for method in METHODS:
         assert abs(got[method].iloc[0] - official.score(method, wt, mt)) <= TOL, method
 
 
-def test_windows_score_each_position_where_it_is_farthest_from_an_edge(official):
+def test_windows_score_each_position_where_it_is_farthest_from_an_edge(official, device):
     n, window, stride = 1300, 1022, 300
     wt = random_rna(n, 16)
     positions = [1, 400, 700, 1000, n]
     mt = mutate(wt, [(p, "A" if wt[p - 1] != "A" else "C") for p in positions])
     got = score_variants(
         [wt], mutants=[mt], model=str(TINY_PTH), method=["wt-marginal", "masked-marginal"],
-        long_sequences="window", window_stride=stride, progress=False,
+        long_sequences="window", window_stride=stride, progress=False, device=device,
     )
     ref = {"wt-marginal": 0.0, "masked-marginal": 0.0}
     for p in positions:
@@ -302,22 +301,24 @@ def test_windows_score_each_position_where_it_is_farthest_from_an_edge(official)
     assert "Use long_sequences='window'" in str(err.value) and "truncate" not in str(err.value)
 
 
-def test_mrna_fm_scores_codon_changes():
+def test_mrna_fm_scores_codon_changes(device):
     official = Official(MRNA_PTH, "codon")
     wt = "AUGGCUGAAAAACCCGGGUUUAAA"
     # G6A: GCU -> GCA (synonymous alanine), two changes in codon 4 merge into one codon change
     mutation = "U6A:A10G:A11C"
     mt = mutate(wt, [(6, "A"), (10, "G"), (11, "C")])
-    got = score_variants([wt], [mutation], model=str(MRNA_PTH), method=METHODS, progress=False)
+    got = score_variants(
+        [wt], [mutation], model=str(MRNA_PTH), method=METHODS, progress=False, device=device
+    )
     for method in METHODS:
         assert abs(got[method].iloc[0] - official.score(method, wt, mt)) <= TOL, method
     with pytest.raises(ValueError, match="not a multiple of 3"):
         score_variants([wt + "A"], ["U6A"], model=str(MRNA_PTH), progress=False)
 
 
-def test_likelihood_features_equal_the_reference(official):
+def test_likelihood_features_equal_the_reference(official, device):
     seqs = [random_rna(25, 17), "ACGNNUAGG-CU", random_rna(25, 17)]
-    lik = RnaFmLikelihood(model=str(TINY_PTH), kind="both", progress=False)
+    lik = RnaFmLikelihood(model=str(TINY_PTH), kind="both", progress=False, device=device)
     X = lik.fit_transform(seqs)
     assert list(lik.get_feature_names_out()) == ["pll", "pll_per_nt", "ll_unmasked", "ll_unmasked_per_nt"]
     for row, seq in zip(X, seqs, strict=True):
@@ -328,10 +329,12 @@ def test_likelihood_features_equal_the_reference(official):
         np.testing.assert_allclose(row, [pll, pll / len(scored), unmasked, unmasked / len(scored)], atol=TOL)
 
 
-def test_likelihood_windows_match_the_reference(official):
+def test_likelihood_windows_match_the_reference(official, device):
     n, stride = 1100, 511
     seq = random_rna(n, 18)
-    got = RnaFmLikelihood(model=str(TINY_PTH), long_sequences="window", progress=False).fit_transform([seq])
+    got = RnaFmLikelihood(
+        model=str(TINY_PTH), long_sequences="window", progress=False, device=device
+    ).fit_transform([seq])
     ref = 0.0
     for s, a, b in window_ownership(n, 1022, stride):
         w = seq[s : s + 1022]

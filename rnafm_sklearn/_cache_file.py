@@ -97,7 +97,20 @@ def _inspect(conn: sqlite3.Connection, path: Path) -> str:
     """Whose file this is, reading only: 'ours', 'empty' or 'v1' (schema 1).
 
     Raises :class:`EmbeddingCacheError` for another program's database or a newer schema.
+    The header and the schema are read in one read transaction: read one by one, another
+    process creating the cache could commit in between (an unmarked header, then our tables),
+    and its new cache would be mistaken for a foreign database.
     """
+    if conn.in_transaction:
+        return _classify(conn, path)
+    conn.execute("BEGIN")
+    try:
+        return _classify(conn, path)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _classify(conn: sqlite3.Connection, path: Path) -> str:
     app = conn.execute("PRAGMA application_id").fetchone()[0]
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     names = {n for (n,) in conn.execute("SELECT name FROM sqlite_master")}

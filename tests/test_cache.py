@@ -590,3 +590,53 @@ def test_an_empty_file_becomes_a_cache(tmp_path, real_sequences):
         warnings.simplefilter("error")
         emb(path).transform(real_sequences[:3])
     assert len(EmbeddingCache(path)) == 3
+
+
+def test_a_cache_created_while_being_inspected_is_not_mistaken_for_a_foreign_file(tmp_path):
+    """Another process commits the new cache between our reads of the header and the schema.
+
+    The reads form one snapshot: the commit waits (or the reader sees the whole cache), never an
+    unmarked header together with our tables, which looked like another program's database.
+    """
+    from rnafm_sklearn import _cache_file
+
+    path = tmp_path / "c.sqlite"
+    sqlite3.connect(path).close()  # the empty file a creating process leaves first
+    creator = sqlite3.connect(path, timeout=0.2, isolation_level=None)
+    creator.execute("BEGIN IMMEDIATE")
+    _cache_file._create_tables(creator)
+    outcome = []
+
+    class Rows(list):
+        def fetchone(self):
+            return self[0] if self else None
+
+        def fetchall(self):
+            return list(self)
+
+    class Reader:
+        """A connection whose first read lets the creator try to commit."""
+
+        def __init__(self, conn):
+            self.conn = conn
+
+        @property
+        def in_transaction(self):
+            return self.conn.in_transaction
+
+        def execute(self, sql, *args):
+            rows = self.conn.execute(sql, *args).fetchall()  # the statement is finished
+            result = Rows(rows)
+            if sql.startswith("PRAGMA application_id") and not outcome:
+                try:
+                    creator.execute("COMMIT")
+                    outcome.append("committed between the reads")
+                except sqlite3.OperationalError:
+                    outcome.append("commit waited for the reader")
+            return result
+
+    reader = sqlite3.connect(path, timeout=0.2, isolation_level=None)
+    state = _cache_file._inspect(Reader(reader), path)
+    assert (state, outcome) == ("empty", ["commit waited for the reader"])
+    creator.execute("COMMIT")  # the creator retries once the reader is done
+    assert _cache_file._inspect(reader, path) == "ours"

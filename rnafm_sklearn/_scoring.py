@@ -33,7 +33,7 @@ __all__ = ["METHODS", "RnaFmLikelihood", "RnaFmVariantScorer", "score_variants"]
 
 METHODS = ("wt-marginal", "masked-marginal", "mutant-marginal", "pseudo-likelihood")
 KINDS = ("pseudo", "unmasked", "both")
-_CHUNK = 64  # sequences per cache commit (a pseudo-likelihood costs one pass per position)
+_CHUNK = 64  # sequences per chunk of pseudo-likelihoods (and per cache commit)
 
 
 class _Scoring(RnaFmEstimator):
@@ -178,7 +178,17 @@ progress, cache
             total += lp.n_unmasked_passes(tokens)
         with self._progress(lp.runner, total, "pass"):
             if self.kind in ("pseudo", "both"):
-                parts.append(lp.pseudo_log_likelihood(tokens))
+                # in chunks: the masked sites of all sequences at once would grow with their
+                # number (~500 bytes per position); a chunk's sites are bounded
+                parts.append(
+                    np.concatenate(
+                        [
+                            lp.pseudo_log_likelihood(tokens[i : i + _CHUNK])
+                            for i in range(0, len(tokens), _CHUNK)
+                        ]
+                        or [np.empty((0, 2))]
+                    )
+                )
             if self.kind in ("unmasked", "both"):
                 parts.append(lp.unmasked_log_likelihood(tokens))
         return np.concatenate(parts, axis=1)

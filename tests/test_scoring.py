@@ -483,3 +483,24 @@ def test_parameter_and_shape_errors():
         RnaFmLikelihood(model=str(TINY_PTH), kind="pll").fit(["ACGU"])
     with pytest.raises(ValueError, match=re.escape("Sequence at row 1 (0-based) has no position holding A, C, G or U")):
         RnaFmLikelihood(model=str(TINY_PTH)).fit_transform(["ACGU", "NNN"])
+
+
+def test_pseudo_likelihood_runs_in_bounded_chunks(monkeypatch):
+    """The masked sites of all sequences are never planned at once (memory grows per chunk)."""
+    from rnafm_sklearn import _scoring
+    from rnafm_sklearn._lm import LogProbs
+
+    seqs = [random_rna(12 + i, 50 + i) for i in range(7)]
+    whole = RnaFmLikelihood(model=str(TINY_PTH), progress=False).fit_transform(seqs)
+    sizes = []
+    real = LogProbs.pseudo_log_likelihood
+
+    def spy(self, token_lists):
+        sizes.append(len(token_lists))
+        return real(self, token_lists)
+
+    monkeypatch.setattr(LogProbs, "pseudo_log_likelihood", spy)
+    monkeypatch.setattr(_scoring, "_CHUNK", 3)
+    chunked = RnaFmLikelihood(model=str(TINY_PTH), progress=False).fit_transform(seqs)
+    assert sizes == [3, 3, 1]
+    np.testing.assert_allclose(chunked, whole, atol=1e-6)

@@ -105,9 +105,13 @@ def _inspect(conn: sqlite3.Connection, path: Path) -> str:
         return _classify(conn, path)
     conn.execute("BEGIN")
     try:
-        return _classify(conn, path)
-    finally:
-        conn.execute("COMMIT")
+        state = _classify(conn, path)
+    except BaseException:
+        if conn.in_transaction:  # SQLite may already have ended it (e.g. on a damaged page)
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return state
 
 
 def _classify(conn: sqlite3.Connection, path: Path) -> str:

@@ -159,6 +159,8 @@ progress, cache
                     f"Sequence at {row_name(i, None if index is None else index[i])} has no "
                     f"position holding {what}: nothing to score."
                 )
+        if not tokens:
+            return np.empty((0, 4 if self.kind == "both" else 2), np.float64)
         unique = list(dict.fromkeys(tokens))
         raw = self._raw(lp, unique) if self.cache is None else self._cached(lp, unique)
         by_tokens = dict(zip(unique, raw, strict=True))

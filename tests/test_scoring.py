@@ -470,6 +470,11 @@ def test_mutant_of_another_length_explains_which_method_can_score_it():
     assert np.isfinite(out["score"]).all()
 
 
+def test_empty_input_gives_empty_output():
+    assert RnaFmLikelihood(model=str(TINY_PTH), kind="both").fit_transform([]).shape == (0, 4)
+    assert score_variants([], [], model=str(TINY_PTH), progress=False).shape == (0, 1)
+
+
 def test_parameter_and_shape_errors():
     with pytest.raises(ValueError, match=re.escape("The 'method' parameter of RnaFmVariantScorer must be a str among")):
         score_variants(["ACGU"], ["A1G"], model=str(TINY_PTH), method="esm")

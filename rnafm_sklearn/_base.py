@@ -7,6 +7,8 @@ scoring.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence, Set
@@ -20,10 +22,12 @@ import torch
 from sklearn.base import BaseEstimator
 
 from ._alphabet import get_alphabet, normalize_sequences, row_name
+from ._cache import EmbeddingCache
 from ._encoder import RnaFmConfig, RnaFmEncoder
 from ._errors import InvalidParameterError, warn
 from ._family import family
 from ._inference import Runner
+from ._kernels_cpu import NUMERICS_VERSION
 from ._models import DTYPES, get_config, get_encoder, resolve_device
 
 __all__ = ["POLICIES", "TRUNCATION_SIDES", "RnaFmEstimator", "select_column"]
@@ -181,6 +185,49 @@ class RnaFmEstimator(BaseEstimator):
             " Use long_sequences='window' to keep every nucleotide."
         )
         return [t[keep] if len(t) > limit else t for t in tokens]
+
+    def _cache_keys(
+        self, settings: dict[str, object], runner: Runner, stride: int, tokens: list[bytes]
+    ) -> list[bytes]:
+        """One key per token list: a hash of everything that changes the numbers.
+
+        ``settings`` (the weights by value and what the estimator computes) plus ``dtype``,
+        the library's numerics version (bumped whenever a kernel change alters results) and,
+        below float32, the device class and the torch release (reduced-precision kernels
+        differ between CPUs and GPUs and across releases). Only windowed sequences depend on
+        the window stride.
+        """
+        settings = {**settings, "dtype": self.dtype, "numerics": NUMERICS_VERSION}
+        if self.dtype != "float32":
+            settings["device"] = runner.device.type
+            settings["torch"] = ".".join(torch.__version__.split("+")[0].split(".")[:2])
+        head = json.dumps(settings, sort_keys=True).encode()
+        window = json.dumps({"window_stride": stride}).encode()
+        keys = []
+        for t in tokens:
+            h = hashlib.sha256(head)
+            if len(t) > runner.window:
+                h.update(window)
+            h.update(b"\0")
+            h.update(t)
+            keys.append(h.digest())
+        return keys
+
+    @staticmethod
+    def _cache_lookup(
+        cache: EmbeddingCache, keys: list[bytes], width: int, dtype: type
+    ) -> tuple[np.ndarray, list[int]]:
+        """Rows found in ``cache`` (``(len(keys), width)``) and the indices still missing."""
+        found = cache.get(keys)
+        out = np.empty((len(keys), width), dtype)
+        missing = []
+        for i, key in enumerate(keys):
+            vec = found.get(key)
+            if vec is None or vec.shape[0] != width:
+                missing.append(i)
+            else:
+                out[i] = vec
+        return out, missing
 
     @contextmanager
     def _progress(self, runner: Runner, total: int, unit: str) -> Iterator[None]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -26,7 +24,6 @@ from ._cache import EmbeddingCache
 from ._encoder import RnaFmConfig
 from ._family import family
 from ._inference import POOLINGS, Plan, Runner, feature_width, n_windows
-from ._kernels_cpu import NUMERICS_VERSION
 from ._lm import LogProbs, missing_head_message
 from ._models import weights_fingerprint
 
@@ -215,17 +212,10 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
     def _cached(self, runner: Runner, plan: Plan, unique: list[bytes]) -> np.ndarray:
         """Look up every sequence in the cache; compute and commit the misses batch by batch."""
         cache = EmbeddingCache(self.cache)
-        keys = self._cache_keys(runner, plan, unique)
-        found = cache.get(keys)
+        settings = self._key_settings(runner, plan)
+        keys = self._cache_keys(settings, runner, plan.window_stride, unique)
         width = feature_width(plan, runner.encoder.config.hidden_size)
-        out = np.empty((len(unique), width), np.float32)
-        missing = []
-        for i, key in enumerate(keys):
-            vec = found.get(key)
-            if vec is None or vec.shape[0] != width:
-                missing.append(i)
-            else:
-                out[i] = vec
+        out, missing = self._cache_lookup(cache, keys, width, np.float32)
         if missing:
 
             def commit(idx: list[int], rows: np.ndarray) -> None:
@@ -238,36 +228,16 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
         cache.close()
         return out
 
-    def _cache_keys(self, runner: Runner, plan: Plan, tokens: list[bytes]) -> list[bytes]:
-        """One key per token list: a hash of everything that changes the numbers.
-
-        The weights (by value), the settings, the library's numerics version (bumped whenever a
-        kernel change alters results) and, below float32, the device class and the torch
-        version (reduced-precision kernels differ between CPUs and GPUs and across releases).
-        """
-        settings: dict[str, object] = {
+    @staticmethod
+    def _key_settings(runner: Runner, plan: Plan) -> dict[str, object]:
+        """What the embedding cache keys hold besides the shared ones (see ``_cache_keys``)."""
+        return {
             "weights": weights_fingerprint(runner.encoder),
             "alphabet": runner.encoder.config.alphabet,
             "layers": plan.layers,
             "aggregate": plan.aggregate,
             "poolings": plan.poolings,
-            "dtype": self.dtype,
-            "numerics": NUMERICS_VERSION,
         }
-        if self.dtype != "float32":
-            settings["device"] = runner.device.type
-            settings["torch"] = ".".join(torch.__version__.split("+")[0].split(".")[:2])
-        settings_bytes = json.dumps(settings, sort_keys=True).encode()
-        window = json.dumps({"window_stride": plan.window_stride}).encode()
-        keys = []
-        for t in tokens:
-            h = hashlib.sha256(settings_bytes)
-            if len(t) > runner.window:  # only windowed sequences depend on the stride
-                h.update(window)
-            h.update(b"\0")
-            h.update(t)
-            keys.append(h.digest())
-        return keys
 
     def transform_tokens(self, X: Any) -> list[np.ndarray]:
         """Per-nucleotide hidden states (the official CLI's ``raw`` output).

@@ -8,8 +8,6 @@ nucleotides, or the 64 codons for mRNA-FM).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +22,6 @@ from ._base import RnaFmEstimator, _among, _as_sequences, select_column
 from ._cache import EmbeddingCache
 from ._encoder import RnaFmConfig
 from ._family import family
-from ._kernels_cpu import NUMERICS_VERSION
 from ._lm import LogProbs, missing_head_message
 from ._models import weights_fingerprint
 from ._mutations import Variant, apply, mutations_from_mutant, parse_mutations
@@ -198,17 +195,14 @@ progress, cache
     def _cached(self, lp: LogProbs, unique: list[bytes]) -> np.ndarray:
         """Look every sequence up in the cache; compute and commit misses in chunks."""
         cache = EmbeddingCache(self.cache)
-        keys = self._cache_keys(lp, unique)
+        settings = {
+            "what": "likelihood",
+            "weights": weights_fingerprint(lp.runner.encoder, head=True),
+            "kind": self.kind,
+        }
+        keys = self._cache_keys(settings, lp.runner, lp.stride, unique)
         width = 4 if self.kind == "both" else 2
-        found = cache.get(keys)
-        out = np.empty((len(unique), width), np.float64)
-        missing = []
-        for i, key in enumerate(keys):
-            vec = found.get(key)
-            if vec is None or vec.shape[0] != width:
-                missing.append(i)
-            else:
-                out[i] = vec
+        out, missing = self._cache_lookup(cache, keys, width, np.float64)
         for start in range(0, len(missing), _CHUNK):
             chunk = missing[start : start + _CHUNK]
             values = self._raw(lp, [unique[i] for i in chunk])
@@ -217,30 +211,6 @@ progress, cache
             out[chunk] = values.astype(np.float32)
         cache.close()
         return out
-
-    def _cache_keys(self, lp: LogProbs, tokens: list[bytes]) -> list[bytes]:
-        encoder = lp.runner.encoder
-        settings: dict[str, object] = {
-            "what": "likelihood",
-            "weights": weights_fingerprint(encoder, head=True),
-            "kind": self.kind,
-            "dtype": self.dtype,
-            "numerics": NUMERICS_VERSION,
-        }
-        if self.dtype != "float32":
-            settings["device"] = lp.runner.device.type
-            settings["torch"] = ".".join(torch.__version__.split("+")[0].split(".")[:2])
-        head = json.dumps(settings, sort_keys=True).encode()
-        window = json.dumps({"window_stride": lp.stride}).encode()
-        keys = []
-        for t in tokens:
-            h = hashlib.sha256(head)
-            if len(t) > lp.runner.window:
-                h.update(window)
-            h.update(b"\0")
-            h.update(t)
-            keys.append(h.digest())
-        return keys
 
 
 class RnaFmVariantScorer(TransformerMixin, _Scoring):

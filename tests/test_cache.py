@@ -80,14 +80,14 @@ def test_every_setting_that_changes_numbers_misses(tmp_path, computed, real_sequ
 def test_numerics_version_and_reduced_precision_device_are_in_the_key(tmp_path, monkeypatch):
     import torch
 
-    from rnafm_sklearn import _embedder
+    from rnafm_sklearn import _base
 
     def keys(dtype="float32", device=None):
         e = emb(tmp_path, dtype=dtype)
         runner, plan, tokens = e._prepare(["ACGUAGG", "GGGAAAC"])
         if device is not None:
             runner.device = torch.device(device)
-        return e._cache_keys(runner, plan, tokens)
+        return e._cache_keys(e._key_settings(runner, plan), runner, plan.window_stride, tokens)
 
     fp32, bf16 = keys(), keys("bfloat16")
     assert keys() == fp32 and set(fp32).isdisjoint(bf16)
@@ -96,7 +96,7 @@ def test_numerics_version_and_reduced_precision_device_are_in_the_key(tmp_path, 
     # reduced precision differs between device classes
     assert set(keys("bfloat16", device="cuda")).isdisjoint(bf16)
     # a kernel change that alters the numbers bumps NUMERICS_VERSION: every key changes
-    monkeypatch.setattr(_embedder, "NUMERICS_VERSION", _embedder.NUMERICS_VERSION + 1)
+    monkeypatch.setattr(_base, "NUMERICS_VERSION", _base.NUMERICS_VERSION + 1)
     assert set(keys()).isdisjoint(fp32)
 
 

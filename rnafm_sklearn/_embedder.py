@@ -253,14 +253,7 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
         runner, plan, tokens = self._prepare(X)
         unique, inverse = _deduplicate(tokens)
         states = self._passes(runner, unique, plan, lambda: runner.per_token(unique, plan))
-        # Duplicate rows are computed once but returned as independent arrays: editing one
-        # row's array must not change another's.
-        seen: set[int] = set()
-        out = []
-        for j in inverse.tolist():
-            out.append(states[j].copy() if j in seen else states[j])
-            seen.add(j)
-        return out
+        return _expand(states, inverse)
 
     def transform_logits(self, X: Any, masked: bool = False) -> list[np.ndarray]:
         """Per-position log-probabilities from the masked-LM head.
@@ -308,12 +301,7 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
             for t in unique:
                 out.append(values[start : start + len(t)])
                 start += len(t)
-        seen: set[int] = set()
-        result = []
-        for j in inverse.tolist():
-            result.append(out[j].copy() if j in seen else out[j])
-            seen.add(j)
-        return result
+        return _expand(out, inverse)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Names of the output columns, e.g. ``rnafm_l12_mean_0``.
@@ -377,3 +365,17 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
         if len(set(out)) != len(out):
             raise self._fail("pooling", requirement + " without repeats", pooling)
         return tuple(out)
+
+
+def _expand(arrays: list[np.ndarray], inverse: np.ndarray) -> list[np.ndarray]:
+    """One array per input row from the arrays of the unique rows.
+
+    Duplicate rows are computed once but returned as independent arrays: editing one row's
+    array must not change another's.
+    """
+    seen: set[int] = set()
+    out = []
+    for j in inverse.tolist():
+        out.append(arrays[j].copy() if j in seen else arrays[j])
+        seen.add(j)
+    return out

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from . import _kernels_cpu as cpu_kernels
@@ -126,6 +127,8 @@ class _Linear(nn.Linear):
     """
 
     _packed: torch.Tensor | None = None
+    # A low-rank adapter (``_adapters.LoRA``) added to the product, for fine-tuning only.
+    lora: nn.Module | None = None
 
     def pack(self) -> bool:
         """Use a packed oneDNN weight from now on; ``False`` (and no change) if unsupported."""
@@ -142,8 +145,17 @@ class _Linear(nn.Linear):
     def forward(
         self, x: torch.Tensor, *, gelu: bool = False, add: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``x @ W.T + b``, then the exact (erf) GELU if ``gelu``, then ``+ add`` if given."""
+        """``x @ W.T + b``, then the exact (erf) GELU if ``gelu``, then ``+ add`` if given.
+
+        With an adapter (``lora``), ``x @ W.T + b + lora(x)`` goes through the GELU.
+        """
         packed = self._packed
+        if self.lora is not None:
+            if packed is not None:
+                raise RuntimeError("a packed (inference-only) layer cannot carry an adapter")
+            y = F.linear(x, self.weight, self.bias) + self.lora(x)
+            y = F.gelu(y) if gelu else y
+            return y if add is None else y + add
         if packed is not None:
             try:
                 y = cpu_kernels.packed_linear(x, packed, self.bias, gelu=gelu)
@@ -355,6 +367,9 @@ class RnaFmEncoder(nn.Module):
         self.layers = nn.ModuleList(_Layer(config) for _ in range(config.num_layers))
         self.emb_layer_norm_after = nn.LayerNorm(E, eps=eps)
         self.lm_head = _LmHead(config) if lm_head else None
+        # Recompute each layer's activations in the backward pass instead of keeping them
+        # (training long sequences in less memory); no effect without autograd.
+        self.checkpointing = False
         self.eval()
 
     @classmethod
@@ -459,8 +474,12 @@ class RnaFmEncoder(nn.Module):
         out = {}
         if 0 in wanted:
             out[0] = x
+        checkpoint = self.checkpointing and torch.is_grad_enabled()
         for i, layer in enumerate(self.layers[: max(wanted)], start=1):
-            x = layer(x, layout)
+            if checkpoint:
+                x = torch.utils.checkpoint.checkpoint(layer, x, layout, use_reentrant=False)
+            else:
+                x = layer(x, layout)
             if i == self.config.num_layers:
                 x = self.emb_layer_norm_after(x)
             if i in wanted:

@@ -127,8 +127,11 @@ class _Linear(nn.Linear):
     """
 
     _packed: torch.Tensor | None = None
-    # A low-rank adapter (``_adapters.LoRA``) added to the product, for fine-tuning only.
-    lora: nn.Module | None = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A low-rank adapter (``_adapters.LoRA``) added to the product, for fine-tuning only.
+        self.lora: nn.Module | None = None
 
     def pack(self) -> bool:
         """Use a packed oneDNN weight from now on; ``False`` (and no change) if unsupported."""

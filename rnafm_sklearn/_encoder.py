@@ -19,6 +19,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from . import _kernels_cpu as cpu_kernels
+from . import _kernels_cuda as cuda_kernels
 from ._alphabet import get_alphabet
 
 __all__ = ["RnaFmConfig", "RnaFmEncoder"]
@@ -262,13 +263,20 @@ def attention(qkv: torch.Tensor, layout: _Layout, num_heads: int) -> torch.Tenso
     that hold no real token come back as zeros. This is the one place where the kernel is
     chosen: on the CPU, one sequence at a time (no padding, no mask) with
     :func:`~rnafm_sklearn._kernels_cpu.attention_bf16_cpu` in bfloat16 without autograd, else
-    :func:`~rnafm_sklearn._kernels_cpu.attention_sdpa_cpu`; on other devices,
-    ``scaled_dot_product_attention`` on the padded ``(B, T)`` batch with a key padding mask.
+    :func:`~rnafm_sklearn._kernels_cpu.attention_sdpa_cpu`; on CUDA, unpadded
+    variable-length attention (:func:`~rnafm_sklearn._kernels_cuda.attention_varlen`: SDPA on
+    jagged nested tensors, the flash or memory-efficient kernel, autograd included) wherever
+    :func:`~rnafm_sklearn._kernels_cuda.supported` says a fused kernel takes it; elsewhere
+    (MPS, float64, unusual head sizes, bfloat16 before compute capability 8.0, fused kernels
+    switched off, an older torch) ``scaled_dot_product_attention`` on the padded ``(B, T)``
+    batch with a key padding mask.
     """
     if qkv.device.type == "cpu":
         if qkv.dtype == torch.bfloat16 and not qkv.requires_grad:
             return cpu_kernels.attention_bf16_cpu(qkv, layout.segments, num_heads)
         return cpu_kernels.attention_sdpa_cpu(qkv, layout.segments, num_heads)
+    if cuda_kernels.supported(qkv, num_heads):
+        return cuda_kernels.attention_varlen(qkv, layout.segments, layout.n, num_heads)
     return _attention_padded(qkv, layout, num_heads)
 
 

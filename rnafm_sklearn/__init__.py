@@ -5,6 +5,7 @@ Public API (everything else is private)::
     from rnafm_sklearn import (
         RnaFmEmbedder,                                   # the scikit-learn transformer
         RnaFmLikelihood, RnaFmVariantScorer, score_variants,  # masked-LM scoring
+        RnaFmClassifier, RnaFmRegressor,                 # fine-tuning
         load_model, save_model, convert_checkpoint,      # checkpoints
         read_config,                                     # a checkpoint's architecture, no weights
         RnaFmConfig, RnaFmEncoder,                       # the PyTorch model
@@ -14,6 +15,7 @@ Public API (everything else is private)::
         clear_model_cache,                               # free loaded weights
         EmbeddingCache,                                  # persistent embedding store
         CheckpointError, EmbeddingCacheError, InvalidParameterError, WeightsUnavailableError,
+        WeightsChangedError,
     )
 """
 
@@ -22,7 +24,13 @@ from ._cache import EmbeddingCache, EmbeddingCacheError
 from ._checkpoint import convert_checkpoint, load_model, read_config, save_model
 from ._embedder import RnaFmEmbedder
 from ._encoder import RnaFmConfig, RnaFmEncoder
-from ._errors import CheckpointError, InvalidParameterError, WeightsUnavailableError
+from ._errors import (
+    CheckpointError,
+    InvalidParameterError,
+    WeightsChangedError,
+    WeightsUnavailableError,
+)
+from ._finetune import RnaFmClassifier, RnaFmRegressor
 from ._hub import PRETRAINED, cache_dir, pretrained_path
 from ._io import read_fasta
 from ._models import clear_model_cache
@@ -38,10 +46,13 @@ __all__ = [
     "EmbeddingCacheError",
     "InvalidParameterError",
     "RnaFmEmbedder",
+    "RnaFmClassifier",
     "RnaFmConfig",
     "RnaFmEncoder",
     "RnaFmLikelihood",
+    "RnaFmRegressor",
     "RnaFmVariantScorer",
+    "WeightsChangedError",
     "WeightsUnavailableError",
     "cache_dir",
     "clear_model_cache",

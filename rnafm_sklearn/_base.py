@@ -26,11 +26,21 @@ from ._cache import EmbeddingCache
 from ._encoder import RnaFmConfig, RnaFmEncoder
 from ._errors import InvalidParameterError, warn
 from ._family import family
-from ._inference import Runner
+from ._inference import POOLINGS, Plan, Runner
 from ._kernels_cpu import NUMERICS_VERSION
 from ._models import DTYPES, get_config, get_encoder, resolve_device
 
-__all__ = ["POLICIES", "TRUNCATION_SIDES", "RnaFmEstimator", "select_column"]
+__all__ = [
+    "AGGREGATIONS",
+    "POLICIES",
+    "POOLING_CHOICES",
+    "TRUNCATION_SIDES",
+    "RnaFmEstimator",
+    "select_column",
+]
+
+AGGREGATIONS = ("concat", "mean")
+POOLING_CHOICES = (*POOLINGS, "mean+max")
 
 POLICIES = ("error", "truncate", "window")
 TRUNCATION_SIDES = ("right", "left")
@@ -114,9 +124,7 @@ class RnaFmEstimator(BaseEstimator):
 
     def _check_layers(self, layers: object, n: int) -> list[int]:
         """Layer indices (negative from the end) as ``0..n``; distinct, at least one."""
-        requirement = (
-            f"an int or a non-empty list of distinct ints in -{n + 1}..{n} for this model"
-        )
+        requirement = f"an int or a non-empty list of distinct ints in -{n + 1}..{n} for this model"
         items = [layers] if isinstance(layers, Integral) else layers
         if (
             not isinstance(items, list | tuple | np.ndarray)
@@ -129,6 +137,31 @@ class RnaFmEstimator(BaseEstimator):
         if len(set(out)) != len(out):
             raise self._fail("layers", requirement, layers)
         return out
+
+    def _check_pooling(self, pooling: object) -> tuple[str, ...]:
+        requirement = _among(POOLING_CHOICES) + " or a non-empty list of them"
+        items = [pooling] if isinstance(pooling, str) else pooling
+        if not isinstance(items, list | tuple) or not items:
+            raise self._fail("pooling", requirement, pooling)
+        out: list[str] = []
+        for item in items:
+            if not isinstance(item, str) or item not in POOLING_CHOICES:
+                raise self._fail("pooling", requirement, pooling)
+            out += ["mean", "max"] if item == "mean+max" else [item]
+        if len(set(out)) != len(out):
+            raise self._fail("pooling", requirement + " without repeats", pooling)
+        return tuple(out)
+
+    def _plan(self, stride: int, num_layers: int) -> Plan:
+        """The pooling plan of the ``pooling``/``layers``/``layer_aggregation`` parameters."""
+        poolings = self._check_pooling(self.pooling)
+        self._check_choice("layer_aggregation", self.layer_aggregation, AGGREGATIONS)
+        return Plan(
+            layers=tuple(self._check_layers(self.layers, num_layers)),
+            aggregate=self.layer_aggregation,
+            poolings=poolings,
+            window_stride=stride,
+        )
 
     def _encoder(self, device: torch.device) -> RnaFmEncoder:
         """The shared encoder (loaded at most once per process, see ``_models``)."""
@@ -159,8 +192,7 @@ class RnaFmEstimator(BaseEstimator):
         fam = family(config.alphabet)
         if self.long_sequences == "error":
             shown = ", ".join(
-                f"{row_name(i, None if index is None else index[i])} "
-                f"({fam.count(len(tokens[i]))})"
+                f"{row_name(i, None if index is None else index[i])} ({fam.count(len(tokens[i]))})"
                 for i in long_rows[:10]
             )
             more = f" and {len(long_rows) - 10} more" if len(long_rows) > 10 else ""

@@ -12,18 +12,19 @@ from sklearn.base import TransformerMixin
 
 from ._alphabet import get_alphabet
 from ._base import (
+    AGGREGATIONS,
     DEFAULT_BATCH_TOKENS,
     POLICIES,
+    POOLING_CHOICES,
     TRUNCATION_SIDES,
     RnaFmEstimator,
-    _among,
     _deduplicate,
     select_column,
 )
 from ._cache import EmbeddingCache
 from ._encoder import RnaFmConfig
 from ._family import family
-from ._inference import POOLINGS, Plan, Runner, feature_width, n_windows
+from ._inference import Plan, Runner, feature_width, n_windows
 from ._lm import LogProbs, missing_head_message
 from ._models import weights_fingerprint
 
@@ -36,9 +37,6 @@ __all__ = [
     "RnaFmEmbedder",
     "select_column",
 ]
-
-AGGREGATIONS = ("concat", "mean")
-POOLING_CHOICES = (*POOLINGS, "mean+max")
 
 
 class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
@@ -202,6 +200,10 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
             the input's index, with columns ``get_feature_names_out()``.
         """
         runner, plan, tokens = self._prepare(X)
+        return self._features(runner, plan, tokens)
+
+    def _features(self, runner: Runner, plan: Plan, tokens: list[bytes]) -> np.ndarray:
+        """Pooled features of validated token lists: duplicates once, through the cache."""
         unique, inverse = _deduplicate(tokens)
         if self.cache is None:
             features = self._passes(runner, unique, plan, lambda: runner.pooled(unique, plan))
@@ -329,16 +331,11 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
         checkpoint's metadata, or known for the named models), so ``get_feature_names_out``
         and ``rnafm_sklearn.dask.embed`` never load weights on the client.
         """
-        poolings = self._check_pooling(self.pooling)
+        # pooling errors first: they need no checkpoint
+        self._check_pooling(self.pooling)
         self._check_choice("layer_aggregation", self.layer_aggregation, AGGREGATIONS)
         config, device, stride = self._check_common()
-        plan = Plan(
-            layers=tuple(self._check_layers(self.layers, config.num_layers)),
-            aggregate=self.layer_aggregation,
-            poolings=poolings,
-            window_stride=stride,
-        )
-        return plan, config, device
+        return self._plan(stride, config.num_layers), config, device
 
     def _prepare(self, X: Any) -> tuple[Runner, Plan, list[bytes]]:
         plan, config, device = self._settings()
@@ -351,20 +348,6 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
         pieces = sum(n_windows(len(t), runner.window, plan.window_stride) for t in tokens)
         unit = "seq" if pieces == len(tokens) else "window"
         return self._run(runner, pieces, unit, work)
-
-    def _check_pooling(self, pooling: object) -> tuple[str, ...]:
-        requirement = _among(POOLING_CHOICES) + " or a non-empty list of them"
-        items = [pooling] if isinstance(pooling, str) else pooling
-        if not isinstance(items, list | tuple) or not items:
-            raise self._fail("pooling", requirement, pooling)
-        out: list[str] = []
-        for item in items:
-            if not isinstance(item, str) or item not in POOLING_CHOICES:
-                raise self._fail("pooling", requirement, pooling)
-            out += ["mean", "max"] if item == "mean+max" else [item]
-        if len(set(out)) != len(out):
-            raise self._fail("pooling", requirement + " without repeats", pooling)
-        return tuple(out)
 
 
 def _expand(arrays: list[np.ndarray], inverse: np.ndarray) -> list[np.ndarray]:

@@ -6,7 +6,13 @@ import os
 import sys
 import warnings
 
-__all__ = ["CheckpointError", "InvalidParameterError", "WeightsUnavailableError", "warn"]
+__all__ = [
+    "CheckpointError",
+    "InvalidParameterError",
+    "WeightsChangedError",
+    "WeightsUnavailableError",
+    "warn",
+]
 
 
 class CheckpointError(ValueError):
@@ -15,6 +21,10 @@ class CheckpointError(ValueError):
 
 class WeightsUnavailableError(RuntimeError):
     """Named pretrained weights are neither cached nor downloadable right now."""
+
+
+class WeightsChangedError(ValueError):
+    """A fitted estimator's ``model`` now holds other weights than the ones it was fitted on."""
 
 
 class InvalidParameterError(ValueError, TypeError):

@@ -1,0 +1,776 @@
+"""``RnaFmClassifier`` and ``RnaFmRegressor``: RNA-FM fine-tuned as scikit-learn estimators.
+
+The estimators validate input and parameters (as ``RnaFmEmbedder`` does), encode labels, and
+hand token lists and target tensors to ``_training.train``; what to train inside the encoder
+comes from ``_adapters``. A fitted estimator keeps only what it trained (the head, and the
+adapters or unfrozen layers) plus the fingerprint of the base weights, which are re-resolved
+from ``model=`` through the process-wide registry and never modified.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from numbers import Integral, Real
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.validation import check_is_fitted
+
+from ._adapters import LORA_TARGETS, TrainSpec, merged_state, parse_train, trainable_encoder
+from ._alphabet import row_name
+from ._base import DEFAULT_BATCH_TOKENS, RnaFmEstimator
+from ._embedder import RnaFmEmbedder
+from ._encoder import RnaFmConfig, RnaFmEncoder
+from ._errors import InvalidParameterError, WeightsChangedError
+from ._inference import Plan, Runner, feature_width, n_windows
+from ._models import DTYPES, get_encoder, weights_fingerprint
+from ._training import (
+    Data,
+    Head,
+    TrainOptions,
+    accuracy,
+    classification_loss,
+    epoch_batches,
+    r2,
+    regression_loss,
+    train,
+)
+
+__all__ = ["DEFAULT_LEARNING_RATES", "RnaFmClassifier", "RnaFmRegressor"]
+
+# learning_rate=None: a rate per training mode (AdamW). The head and the adapters start from
+# scratch (adapters as a zero update) and take large steps; unfrozen pretrained layers small
+# ones, as usual for fine-tuning transformers.
+DEFAULT_LEARNING_RATES = {"head": 1e-3, "lora": 1e-3, "top": 1e-4, "all": 3e-5}
+
+# Parameters passed on to the RnaFmEmbedder that computes frozen features and predictions.
+_EMBEDDER_PARAMS = (
+    "model",
+    "pooling",
+    "layers",
+    "layer_aggregation",
+    "column",
+    "long_sequences",
+    "truncation_side",
+    "window_stride",
+    "device",
+    "dtype",
+    "batch_tokens",
+    "progress",
+    "cache",
+)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    config: RnaFmConfig
+    device: torch.device
+    plan: Plan
+    spec: TrainSpec
+    options: TrainOptions
+
+
+@dataclass
+class _Fitted:
+    """What a fit learned (pickled with the estimator; the base weights are not)."""
+
+    fingerprint: str  # of the base weights (float32, without the masked-LM head)
+    spec: TrainSpec
+    plan: Plan
+    lora: tuple[int, float, str]  # rank, alpha, targets
+    head_hidden: int | None
+    n_outputs: int
+    head: dict[str, torch.Tensor]
+    encoder: dict[str, torch.Tensor]  # trained encoder tensors and adapters, by name
+
+
+class _RnaFmFineTuner(RnaFmEstimator):
+    """Shared by the classifier and the regressor (see :class:`RnaFmClassifier`)."""
+
+    _classifier = False
+
+    # ------------------------------------------------------------- scikit-learn protocol
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_merged", None)  # inference copies of the weights are rebuilt on demand
+        return state
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> _RnaFmFineTuner:
+        """Fine-tune on sequences ``X`` and targets ``y``.
+
+        Parameters
+        ----------
+        X : list, ndarray, pandas Series of str, or DataFrame
+            The sequences, as for :meth:`RnaFmEmbedder.transform`.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Class labels (classifier) or values (regressor).
+        sample_weight : array-like of shape (n_samples,), optional
+            Per-row weights of the loss (and of the validation score).
+
+        Returns
+        -------
+        self
+            Fitted. An interrupted fit (``KeyboardInterrupt``) or a failed one leaves the
+            estimator as it was before the call.
+        """
+        s = self._settings()
+        tokens, index = self._tokens(X, s.config)
+        if not tokens:
+            raise ValueError(
+                f"X is empty: {type(self).__name__}.fit needs at least "
+                f"{'two sequences' if self._classifier else 'one sequence'}."
+            )
+        targets, extra = self._encode_targets(y, len(tokens))
+        weights = _sample_weights(sample_weight, len(tokens))
+        previous = self.__dict__.get("_fitted") if self.warm_start else None
+        base = get_encoder(self.model, s.device, torch.float32)
+        fingerprint = weights_fingerprint(base)
+        if previous is not None:
+            self._check_warm_start(previous, fingerprint, s, targets)
+        train_rows, val_rows = self._split(targets, len(tokens), s.options.seed)
+
+        generator = torch.Generator().manual_seed(s.options.seed)
+        width = feature_width(s.plan, s.config.hidden_size)
+        n_out = extra["n_outputs"]
+        head = Head(width, n_out, self.head_hidden, generator).to(s.device)
+        if previous is not None:
+            head.load_state_dict(previous.head)
+        runner = Runner(base, batch_tokens=s.options.batch_tokens)
+        encoder, params = None, {}
+        features = None
+        if s.spec.mode == "head":
+            features = self._frozen_features(s, tokens)
+        else:
+            encoder, params = trainable_encoder(
+                base,
+                s.spec,
+                up_to_layer=max(s.plan.layers),
+                lora_rank=self.lora_rank,
+                lora_alpha=float(self.lora_alpha),
+                lora_targets=self.lora_targets,
+                generator=generator,
+                trained=None if previous is None else previous.encoder,
+            )
+            encoder.checkpointing = bool(self.checkpointing)
+            runner = Runner(encoder, batch_tokens=s.options.batch_tokens)
+
+        def rows(idx: np.ndarray) -> Data:
+            t = torch.as_tensor(idx, device=s.device)
+            return Data(
+                tokens=None if features is not None else [tokens[i] for i in idx],
+                features=None if features is None else features.index_select(0, t),
+                targets=targets.to(s.device).index_select(0, t),
+                weights=weights.to(s.device).index_select(0, t),
+                costs=[_cost(len(tokens[i]), runner.window, s.plan.window_stride) for i in idx],
+            )
+
+        data = rows(train_rows)
+        validation = rows(val_rows) if val_rows is not None else None
+        if self._classifier:
+            cw = extra["class_weight"]
+            loss = classification_loss(None if cw is None else cw.to(s.device))
+            score = accuracy
+        else:
+            loss, score = regression_loss, r2
+        steps = s.options.max_epochs * len(
+            epoch_batches(data.costs, s.options.batch_tokens, np.random.default_rng(0))
+        )
+        progress = SimpleNamespace(progress=None)
+        with self._progress(progress, steps, "step"):
+            options = s.options
+            if progress.progress is not None:
+                options = TrainOptions(**{**options.__dict__, "progress": progress.progress})
+            result = train(
+                head=head,
+                encoder=encoder,
+                encoder_params=params,
+                runner=runner,
+                plan=s.plan,
+                data=data,
+                validation=validation,
+                loss=loss,
+                score=score,
+                options=options,
+            )
+        # Nothing above changed the estimator: from here on, it is fitted in one go.
+        self.__dict__.pop("_merged", None)
+        self._fitted = _Fitted(
+            fingerprint=fingerprint,
+            spec=s.spec,
+            plan=s.plan,
+            lora=(int(self.lora_rank), float(self.lora_alpha), self.lora_targets),
+            head_hidden=self.head_hidden,
+            n_outputs=n_out,
+            head=result.head,
+            encoder=result.encoder,
+        )
+        for name, value in extra.items():
+            if name.endswith("_"):
+                setattr(self, name, value)
+        self.loss_curve_ = result.loss_curve
+        self.validation_scores_ = result.validation_scores if validation is not None else None
+        self.best_validation_score_ = (
+            max(result.validation_scores) if validation is not None else None
+        )
+        self.best_epoch_ = result.best_epoch
+        self.n_iter_ = result.n_iter
+        return self
+
+    # --------------------------------------------------------------------------- predict
+    def _outputs(self, X: Any) -> np.ndarray:
+        """Head outputs (logits or standardised values), ``(n_samples, n_outputs)``."""
+        check_is_fitted(self, "_fitted")
+        fitted: _Fitted = self._fitted
+        config, device, _ = self._check_common()
+        tokens, _ = self._tokens(X, config)
+        if not tokens:
+            return np.empty((0, fitted.n_outputs), np.float32)
+        encoder = self._inference_encoder(fitted, device)
+        runner = self._runner(encoder)
+        embedder = self._embedder(cache=fitted.spec.mode == "head")
+        features = embedder._features(runner, fitted.plan, tokens)
+        head = Head(features.shape[1], fitted.n_outputs, fitted.head_hidden, torch.Generator())
+        head.load_state_dict(fitted.head)
+        with torch.no_grad():
+            return head(torch.from_numpy(features)).numpy()
+
+    def _inference_encoder(self, fitted: _Fitted, device: torch.device) -> RnaFmEncoder:
+        """The encoder that predictions run on: the shared one, or one with the training folded in.
+
+        Checks that ``model`` still holds the weights of the fit (a named error otherwise).
+        """
+        dtype = DTYPES[self.dtype]
+        base = get_encoder(self.model, device, torch.float32 if fitted.encoder else dtype)
+        found = weights_fingerprint(base)
+        if found != fitted.fingerprint:
+            raise WeightsChangedError(
+                f"{type(self).__name__} was fitted on other weights than model={self.model!r} "
+                f"holds now (fingerprint {fitted.fingerprint[:12]} at fit, {found[:12]} now). "
+                "Point model= at the checkpoint it was fitted with, or fit again."
+            )
+        if not fitted.encoder:
+            return base
+        cache = self.__dict__.setdefault("_merged", {})
+        key = (str(device), dtype)
+        if key not in cache:
+            rank, alpha, _ = fitted.lora
+            state = merged_state(base, fitted.encoder, lora_alpha=alpha, lora_rank=rank)
+            state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
+            encoder = RnaFmEncoder.from_state_dict(base.config, state)
+            if device.type == "cpu":
+                encoder.pack_for_cpu()
+            cache.clear()  # one inference copy per estimator
+            cache[key] = encoder
+        return cache[key]
+
+    # ------------------------------------------------------------------------- helpers
+    def _embedder(self, *, cache: bool) -> RnaFmEmbedder:
+        params = {name: getattr(self, name) for name in _EMBEDDER_PARAMS}
+        params["cache"] = self.cache if cache else None
+        return RnaFmEmbedder(**params)
+
+    def _frozen_features(self, s: _Settings, tokens: list[bytes]) -> torch.Tensor:
+        """Features of the frozen encoder (``train="head"``): the inference path, cached."""
+        runner = self._runner(self._encoder(s.device))
+        features = self._embedder(cache=True)._features(runner, s.plan, tokens)
+        return torch.from_numpy(features).to(s.device)
+
+    def _settings(self) -> _Settings:
+        """Check every parameter (no weights loaded) and resolve the training options."""
+        self._check_pooling(self.pooling)
+        config, device, stride = self._check_common()
+        plan = self._plan(stride, config.num_layers)
+        try:
+            spec = parse_train(self.train, config.num_layers)
+        except ValueError as exc:
+            raise InvalidParameterError(f"The 'train' parameter: {exc}") from None
+        self._check_training_params()
+        top_state = max(plan.layers)
+        first_trained = {"lora": 1, "top": config.num_layers - spec.top + 1}.get(spec.mode, 0)
+        if top_state < first_trained:
+            raise InvalidParameterError(
+                f"train={self.train!r} trains layer {first_trained} and above, but "
+                f"layers={self.layers!r} pools hidden state {top_state}, which does not depend "
+                "on them: nothing would be learned in the encoder. Pool a later layer or use "
+                "train='head'."
+            )
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        lr = self.learning_rate
+        if lr is None:
+            lr = DEFAULT_LEARNING_RATES[spec.mode]
+        budget = self.batch_tokens or DEFAULT_BATCH_TOKENS.get(device.type, 4096)
+        autocast = None if self.dtype == "float32" else DTYPES[self.dtype]
+        options = TrainOptions(
+            max_epochs=int(self.max_epochs),
+            learning_rate=float(lr),
+            weight_decay=float(self.weight_decay),
+            warmup_fraction=float(self.warmup_fraction),
+            batch_tokens=int(budget),
+            n_iter_no_change=self.n_iter_no_change,
+            tol=float(self.tol),
+            autocast=autocast,
+            seed=seed,
+            verbose=bool(self.verbose),
+        )
+        return _Settings(config, device, plan, spec, options)
+
+    def _check_training_params(self) -> None:
+        def positive_int(name: str, value: object, none: bool = False) -> None:
+            ok = (none and value is None) or (
+                isinstance(value, Integral) and not isinstance(value, bool) and value > 0
+            )
+            if not ok:
+                raise self._fail(name, "a positive int" + (" or None" if none else ""), value)
+
+        def real(name: str, value: object, low: float, high: float, what: str) -> None:
+            ok = isinstance(value, Real) and not isinstance(value, bool)
+            if not ok or not low <= float(value) < high:
+                raise self._fail(name, what, value)
+
+        positive_int("head_hidden", self.head_hidden, none=True)
+        positive_int("lora_rank", self.lora_rank)
+        real("lora_alpha", self.lora_alpha, 1e-12, float("inf"), "a positive float")
+        self._check_choice("lora_targets", self.lora_targets, tuple(LORA_TARGETS))
+        positive_int("max_epochs", self.max_epochs)
+        if self.learning_rate is not None:
+            real("learning_rate", self.learning_rate, 1e-30, float("inf"), "a positive float")
+        real("weight_decay", self.weight_decay, 0.0, float("inf"), "a float >= 0")
+        real("warmup_fraction", self.warmup_fraction, 0.0, 1.0, "a float in [0, 1)")
+        real("validation_fraction", self.validation_fraction, 0.0, 1.0, "a float in [0, 1)")
+        positive_int("n_iter_no_change", self.n_iter_no_change, none=True)
+        real("tol", self.tol, 0.0, float("inf"), "a float >= 0")
+        for name in ("verbose", "warm_start", "checkpointing"):
+            if not isinstance(getattr(self, name), bool | np.bool_ | Integral):
+                raise self._fail(name, "a bool", getattr(self, name))
+
+    def _split(
+        self, targets: torch.Tensor, n: int, seed: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Training and validation rows (``validation_fraction``; stratified for classes)."""
+        rows = np.arange(n)
+        if not self.validation_fraction:
+            return rows, None
+        stratify = targets.numpy() if self._classifier else None
+        try:
+            train_rows, val_rows = train_test_split(
+                rows, test_size=self.validation_fraction, stratify=stratify, random_state=seed
+            )
+        except ValueError as exc:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} cannot split {n} rows "
+                f"({exc}). Use more rows, a larger validation_fraction or 0 (no validation)."
+            ) from None
+        return np.sort(train_rows), np.sort(val_rows)
+
+    def _check_warm_start(
+        self, previous: _Fitted, fingerprint: str, s: _Settings, targets: torch.Tensor
+    ) -> None:
+        if previous.fingerprint != fingerprint:
+            raise WeightsChangedError(
+                f"warm_start=True, but model={self.model!r} now holds other weights than the "
+                f"previous fit (fingerprint {previous.fingerprint[:12]} then, "
+                f"{fingerprint[:12]} now). Set warm_start=False to fit from scratch."
+            )
+        now = (s.spec, s.plan, (int(self.lora_rank), float(self.lora_alpha), self.lora_targets))
+        then = (previous.spec, previous.plan, previous.lora)
+        if now != then or previous.head_hidden != self.head_hidden:
+            raise ValueError(
+                "warm_start=True continues the previous fit, but train, pooling, layers, "
+                "layer_aggregation, window_stride, head_hidden or the LoRA settings changed "
+                "since. Set warm_start=False to fit from scratch."
+            )
+
+
+def _cost(n_tokens: int, window: int, stride: int) -> tuple[int, int]:
+    """``(width, pieces)`` of a sequence in the token budget (``<cls>``/``<eos>`` included)."""
+    return min(n_tokens, window) + 2, n_windows(n_tokens, window, stride)
+
+
+def _sample_weights(sample_weight: Any, n: int) -> torch.Tensor:
+    if sample_weight is None:
+        return torch.ones(n, dtype=torch.float32)
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != (n,):
+        raise ValueError(
+            f"sample_weight has shape {w.shape}, but X has {n} sequences: give one weight per row."
+        )
+    bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
+    if bad.size:
+        raise ValueError(
+            f"sample_weight must be finite and >= 0; row {int(bad[0])} (0-based) is {w[bad[0]]}."
+        )
+    if not w.sum() > 0:
+        raise ValueError("sample_weight sums to zero: at least one row must have weight > 0.")
+    return torch.from_numpy(w.astype(np.float32))
+
+
+def _check_length(y: np.ndarray, n: int) -> None:
+    if y.ndim == 0 or y.shape[0] != n:
+        got = "a scalar" if y.ndim == 0 else f"{y.shape[0]} rows"
+        raise ValueError(f"y has {got}, but X has {n} sequences: give one target per sequence.")
+
+
+_COMMON_DOC = """
+    Parameters
+    ----------
+    model : str or path, default="rna-fm"
+        As for :class:`RnaFmEmbedder`: ``"rna-fm"``, ``"mrna-fm"`` or a checkpoint path.
+    train : str, default="lora"
+        What is trained: ``"head"`` (frozen encoder: features computed once per fit, through
+        the cache if given), ``"lora"`` (low-rank adapters, see ``lora_*``), ``"top:K"`` (the
+        last K transformer layers and the final LayerNorm) or ``"all"`` (every encoder
+        weight). The head is always trained.
+    pooling, layers, layer_aggregation
+        The pooled representation that feeds the head, as for :class:`RnaFmEmbedder`.
+    head_hidden : int, optional
+        Hidden units of a one-hidden-layer MLP head (GELU); default: a linear head.
+    lora_rank : int, default=8
+        Rank ``r`` of each adapter.
+    lora_alpha : float, default=16
+        Adapter scale numerator: the update is ``(lora_alpha / lora_rank) B A``.
+    lora_targets : {"attention", "ffn", "all"}, default="attention"
+        Layers that get an adapter: the fused q/k/v and the output projection, the two
+        feed-forward layers, or all four, in every layer up to the deepest pooled one.
+    max_epochs : int, default=10
+        Passes over the training rows.
+    learning_rate : float, optional
+        Peak AdamW learning rate; default by ``train``: head 1e-3, lora 1e-3, top:K 1e-4,
+        all 3e-5.
+    weight_decay : float, default=0.0
+        AdamW weight decay.
+    warmup_fraction : float, default=0.1
+        Share of all steps over which the learning rate rises linearly; it then falls
+        linearly to zero at the end of ``max_epochs``.
+    batch_tokens : int, optional
+        Token budget per training step and per inference pass (padding included); default
+        1024 on the CPU, 32768 on CUDA.
+    validation_fraction : float, default=0.0
+        Share of the rows held out (stratified for a classifier) and scored after each epoch
+        (accuracy or R^2); the best epoch's weights are kept. 0: no validation.
+    n_iter_no_change : int or None, default=3
+        With validation: stop after this many epochs without an improvement of more than
+        ``tol``. None: run every epoch (and still keep the best).
+    tol : float, default=1e-4
+        Smallest validation-score gain that counts as an improvement.
+    random_state : int, RandomState or None, default=None
+        Seeds the head and adapter initialisation, the batch order and the validation split:
+        the same seed gives the same model on the same CPU.
+    verbose : bool, default=False
+        Write the loss (and validation score) of each epoch to stderr.
+    warm_start : bool, default=False
+        Continue from the previous fit's head and trained weights (same settings required).
+    checkpointing : bool, default=False
+        Gradient checkpointing: recompute each layer in the backward pass instead of storing
+        its activations (less memory for long sequences, about a third more compute).
+    column, long_sequences, truncation_side, window_stride, device, progress
+        As for :class:`RnaFmEmbedder`; long sequences under ``"window"`` are trained on
+        their stitched windows.
+    dtype : {"float32", "bfloat16", "float16"}, default="float32"
+        ``"bfloat16"``/``"float16"``: mixed-precision training (autocast, float32 weights)
+        and predictions in that precision.
+    cache : path, optional
+        Embedding cache for ``train="head"`` (the frozen features); unused otherwise.
+"""
+
+
+class RnaFmClassifier(ClassifierMixin, _RnaFmFineTuner):
+    """Fine-tune RNA-FM to classify RNA sequences (binary or multiclass).
+
+    A pooled RNA-FM representation feeds a head trained with cross-entropy; what else is
+    trained is ``train``. Labels may be strings, ints or bools; ``classes_`` keeps them
+    sorted. After ``fit``, predictions run on the fast inference path (adapters folded into
+    the weights). Pickles hold the trained tensors only: the base weights are re-read from
+    ``model`` and checked against their fingerprint.
+    {common}
+    class_weight : dict, "balanced" or None, default=None
+        Loss weight per class (multiplies ``sample_weight``); ``"balanced"``: inversely
+        proportional to class frequencies.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        The class labels.
+    loss_curve_ : list of float
+        Mean training loss of each epoch.
+    validation_scores_ : list of float or None
+        Validation accuracy after each epoch (with ``validation_fraction``).
+    best_validation_score_ : float or None
+    best_epoch_ : int or None
+        0-based epoch whose weights were kept (with validation).
+    n_iter_ : int
+        Epochs run.
+
+    Examples
+    --------
+    >>> from rnafm_sklearn import RnaFmClassifier
+    >>> clf = RnaFmClassifier(model="tests/fixtures/RNA-FM_tiny.pth", train="lora",
+    ...                       max_epochs=2, random_state=0)
+    >>> clf.fit(["ACGUACGU", "GGGCCC", "ACGUAAAA", "GGCCGGCC"], ["a", "b", "a", "b"])
+    RnaFmClassifier(...)
+    >>> clf.predict_proba(["ACGU"]).shape
+    (1, 2)
+    """
+
+    _classifier = True
+
+    def __init__(
+        self,
+        *,
+        model: str | os.PathLike = "rna-fm",
+        train: str = "lora",
+        pooling: str | Sequence[str] = "mean",
+        layers: int | Sequence[int] = -1,
+        layer_aggregation: str = "concat",
+        head_hidden: int | None = None,
+        lora_rank: int = 8,
+        lora_alpha: float = 16.0,
+        lora_targets: str = "attention",
+        max_epochs: int = 10,
+        learning_rate: float | None = None,
+        weight_decay: float = 0.0,
+        warmup_fraction: float = 0.1,
+        batch_tokens: int | None = None,
+        validation_fraction: float = 0.0,
+        n_iter_no_change: int | None = 3,
+        tol: float = 1e-4,
+        random_state: int | np.random.RandomState | None = None,
+        verbose: bool = False,
+        warm_start: bool = False,
+        checkpointing: bool = False,
+        class_weight: dict | str | None = None,
+        column: str | None = None,
+        long_sequences: str = "error",
+        truncation_side: str = "right",
+        window_stride: int | None = None,
+        device: str = "auto",
+        dtype: str = "float32",
+        progress: bool | str = "auto",
+        cache: str | os.PathLike | None = None,
+    ):
+        self.model = model
+        self.train = train
+        self.pooling = pooling
+        self.layers = layers
+        self.layer_aggregation = layer_aggregation
+        self.head_hidden = head_hidden
+        self.lora_rank = lora_rank
+        self.lora_alpha = lora_alpha
+        self.lora_targets = lora_targets
+        self.max_epochs = max_epochs
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.warmup_fraction = warmup_fraction
+        self.batch_tokens = batch_tokens
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.checkpointing = checkpointing
+        self.class_weight = class_weight
+        self.column = column
+        self.long_sequences = long_sequences
+        self.truncation_side = truncation_side
+        self.window_stride = window_stride
+        self.device = device
+        self.dtype = dtype
+        self.progress = progress
+        self.cache = cache
+
+    def _encode_targets(self, y: Any, n: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        y = np.asarray(y)
+        _check_length(y, n)
+        if y.ndim != 1:
+            if y.ndim == 2 and y.shape[1] == 1:
+                y = y[:, 0]
+            else:
+                raise ValueError(
+                    f"y has shape {y.shape}: RnaFmClassifier takes one label per sequence "
+                    "(multi-output classification is not supported)."
+                )
+        missing = [i for i, v in enumerate(y.tolist()) if v is None or v != v]
+        if missing:
+            raise ValueError(
+                f"y holds a missing label (None or NaN) at {row_name(missing[0], None)}; "
+                "drop those rows or give them a label."
+            )
+        try:
+            classes, encoded = np.unique(y, return_inverse=True)
+        except TypeError as exc:
+            raise TypeError(f"y mixes label types that cannot be sorted ({exc}).") from None
+        if len(classes) < 2:
+            raise ValueError(
+                f"y has a single class ({classes[0]!r}): a classifier needs at least two."
+            )
+        class_weight = None
+        if self.class_weight is not None:
+            if not (isinstance(self.class_weight, dict) or self.class_weight == "balanced"):
+                raise self._fail("class_weight", "a dict, 'balanced' or None", self.class_weight)
+            weights = compute_class_weight(self.class_weight, classes=classes, y=y)
+            class_weight = torch.as_tensor(weights, dtype=torch.float32)
+        targets = torch.as_tensor(encoded.reshape(-1), dtype=torch.long)
+        return targets, {
+            "classes_": classes,
+            "n_outputs": len(classes),
+            "class_weight": class_weight,
+        }
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Logits: ``(n_samples,)`` (class 1 minus class 0) if binary, else ``(n, n_classes)``."""
+        out = self._outputs(X)
+        return out[:, 1] - out[:, 0] if out.shape[1] == 2 else out
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, ``(n_samples, n_classes)`` in the order of ``classes_``."""
+        return torch.softmax(torch.from_numpy(self._outputs(X)).double(), dim=1).numpy()
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Log of :meth:`predict_proba`."""
+        return torch.log_softmax(torch.from_numpy(self._outputs(X)).double(), dim=1).numpy()
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The most probable class of each sequence."""
+        return self.classes_[self._outputs(X).argmax(1)]
+
+
+class RnaFmRegressor(RegressorMixin, _RnaFmFineTuner):
+    """Fine-tune RNA-FM to predict one or several real values per RNA sequence.
+
+    Targets are standardised for training (mean 0, variance 1 per output, on the training
+    rows) and predictions mapped back; the loss is the (weighted) mean squared error.
+    {common}
+
+    Attributes
+    ----------
+    n_outputs_ : int
+        Number of targets (``y`` columns).
+    loss_curve_ : list of float
+        Mean training loss (standardised scale) of each epoch.
+    validation_scores_ : list of float or None
+        Validation R^2 after each epoch (with ``validation_fraction``).
+    best_validation_score_ : float or None
+    best_epoch_ : int or None
+    n_iter_ : int
+
+    Examples
+    --------
+    >>> from rnafm_sklearn import RnaFmRegressor
+    >>> reg = RnaFmRegressor(model="tests/fixtures/RNA-FM_tiny.pth", train="head",
+    ...                      max_epochs=2, random_state=0)
+    >>> reg.fit(["ACGUACGU", "GGGCCC", "ACGUAAAA"], [0.5, 1.0, 0.2]).predict(["ACGU"]).shape
+    (1,)
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str | os.PathLike = "rna-fm",
+        train: str = "lora",
+        pooling: str | Sequence[str] = "mean",
+        layers: int | Sequence[int] = -1,
+        layer_aggregation: str = "concat",
+        head_hidden: int | None = None,
+        lora_rank: int = 8,
+        lora_alpha: float = 16.0,
+        lora_targets: str = "attention",
+        max_epochs: int = 10,
+        learning_rate: float | None = None,
+        weight_decay: float = 0.0,
+        warmup_fraction: float = 0.1,
+        batch_tokens: int | None = None,
+        validation_fraction: float = 0.0,
+        n_iter_no_change: int | None = 3,
+        tol: float = 1e-4,
+        random_state: int | np.random.RandomState | None = None,
+        verbose: bool = False,
+        warm_start: bool = False,
+        checkpointing: bool = False,
+        column: str | None = None,
+        long_sequences: str = "error",
+        truncation_side: str = "right",
+        window_stride: int | None = None,
+        device: str = "auto",
+        dtype: str = "float32",
+        progress: bool | str = "auto",
+        cache: str | os.PathLike | None = None,
+    ):
+        self.model = model
+        self.train = train
+        self.pooling = pooling
+        self.layers = layers
+        self.layer_aggregation = layer_aggregation
+        self.head_hidden = head_hidden
+        self.lora_rank = lora_rank
+        self.lora_alpha = lora_alpha
+        self.lora_targets = lora_targets
+        self.max_epochs = max_epochs
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.warmup_fraction = warmup_fraction
+        self.batch_tokens = batch_tokens
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.checkpointing = checkpointing
+        self.column = column
+        self.long_sequences = long_sequences
+        self.truncation_side = truncation_side
+        self.window_stride = window_stride
+        self.device = device
+        self.dtype = dtype
+        self.progress = progress
+        self.cache = cache
+
+    def _encode_targets(self, y: Any, n: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        try:
+            values = np.asarray(y, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"y must be numeric for RnaFmRegressor ({exc}).") from None
+        _check_length(values, n)
+        if values.ndim > 2:
+            raise ValueError(f"y has shape {values.shape}: give (n_samples,) or (n, n_outputs).")
+        bad = np.argwhere(~np.isfinite(values))
+        if bad.size:
+            row = int(bad[0][0])
+            raise ValueError(
+                f"y holds NaN or inf at {row_name(row, None)}; drop or impute those rows."
+            )
+        two_d = values.reshape(n, -1)
+        mean = two_d.mean(0)
+        scale = two_d.std(0)
+        scale[scale == 0] = 1.0
+        targets = torch.as_tensor((two_d - mean) / scale, dtype=torch.float32)
+        return targets, {
+            "n_outputs_": two_d.shape[1],
+            "n_outputs": two_d.shape[1],
+            "_y_mean_": mean,
+            "_y_scale_": scale,
+            "_y_1d_": values.ndim == 1,
+        }
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted values: ``(n_samples,)``, or ``(n_samples, n_outputs)`` for 2-D ``y``."""
+        out = self._outputs(X).astype(np.float64) * self._y_scale_ + self._y_mean_
+        return out[:, 0] if self._y_1d_ else out
+
+
+RnaFmClassifier.__doc__ = RnaFmClassifier.__doc__.replace("{common}", _COMMON_DOC.rstrip())
+RnaFmRegressor.__doc__ = RnaFmRegressor.__doc__.replace("{common}", _COMMON_DOC.rstrip())

@@ -1,0 +1,334 @@
+"""The fine-tuning loop: differentiable pooled features, a head, AdamW, early stopping.
+
+Knows nothing of scikit-learn: the estimators in ``_finetune.py`` validate input, encode
+labels and call :func:`train` with token lists and target tensors. Two kinds of feature
+source share one loop: precomputed features (frozen encoder, ``train="head"``) and a
+differentiable encoder (:func:`pooled_features`, the training twin of ``Runner.pooled``:
+same pieces, windows, stitching and pooling, with autograd).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._encoder import RnaFmEncoder
+from ._inference import Plan, Runner, _pool
+
+__all__ = ["Head", "TrainOptions", "TrainResult", "epoch_batches", "pooled_features", "train"]
+
+
+class Head(nn.Module):
+    """Linear layer, or a one-hidden-layer MLP (GELU) when ``hidden`` is given."""
+
+    def __init__(
+        self, in_features: int, out_features: int, hidden: int | None, generator: torch.Generator
+    ):
+        super().__init__()
+        dims = [in_features] if hidden is None else [in_features, hidden]
+        layers: list[nn.Module] = []
+        for a, b in zip(dims, [*dims[1:], out_features], strict=True):
+            layers.append(_init_linear(nn.Linear(a, b), generator))
+            layers.append(nn.GELU())
+        self.net = nn.Sequential(*layers[:-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _init_linear(layer: nn.Linear, generator: torch.Generator) -> nn.Linear:
+    """``nn.Linear``'s default initial values, drawn from ``generator`` (reproducible)."""
+    bound = 1 / math.sqrt(layer.in_features)
+    with torch.no_grad():
+        layer.weight.copy_(torch.rand(layer.weight.shape, generator=generator) * 2 * bound - bound)
+        layer.bias.copy_(torch.rand(layer.bias.shape, generator=generator) * 2 * bound - bound)
+    return layer
+
+
+def pooled_features(
+    encoder: RnaFmEncoder, runner: Runner, token_lists: Sequence[bytes], plan: Plan
+) -> torch.Tensor:
+    """``(len(token_lists), width)`` pooled features with autograd, in float32.
+
+    The same numbers as ``Runner.pooled`` (up to float rounding): each sequence is cut into the
+    same pieces (windows for a long one), each nucleotide's state is taken from the window
+    that owns it, ``<cls>``/``<eos>`` averaged over windows, then pooled. All pieces of the
+    given sequences run as one padded batch.
+    """
+    pieces = runner._pieces(token_lists, plan.window_stride)
+    ids = runner._ids(pieces, token_lists)
+    out = encoder(ids, layers=plan.layers)
+    states = torch.stack([out[k] for k in plan.layers]).float()  # (G, P, T, E)
+    if plan.aggregate == "mean":
+        states = states.mean(0, keepdim=True)
+    by_seq: list[list[int]] = [[] for _ in token_lists]
+    for row, p in enumerate(pieces):
+        by_seq[p.seq].append(row)
+    rows = []
+    for rows_of_seq in by_seq:
+        if len(rows_of_seq) == 1:
+            row = rows_of_seq[0]
+            n = pieces[row].n
+            h, cls, eos = states[:, row, 1 : 1 + n], states[:, row, 0], states[:, row, 1 + n]
+        else:
+            parts, cls_parts, eos_parts = [], [], []
+            for row in rows_of_seq:
+                p = pieces[row]
+                a, b = p.keep
+                parts.append(states[:, row, 1 + a - p.start : 1 + b - p.start])
+                cls_parts.append(states[:, row, 0])
+                eos_parts.append(states[:, row, 1 + p.n])
+            h = torch.cat(parts, dim=1)
+            cls, eos = torch.stack(cls_parts).mean(0), torch.stack(eos_parts).mean(0)
+        rows.append(_pool(h, cls, eos, plan.poolings).reshape(-1))
+    return torch.stack(rows)
+
+
+def epoch_batches(
+    costs: Sequence[tuple[int, int]],
+    budget: int,
+    rng: np.random.Generator,
+) -> list[list[int]]:
+    """One epoch's batches: a random order cut greedily under the token budget.
+
+    ``costs[i]`` is ``(width, pieces)`` of row ``i`` (its longest piece in tokens, its number
+    of pieces): a batch holds rows while ``max width * total pieces`` stays within ``budget``
+    (padding counted, as in inference); a row over the budget gets a batch of its own.
+    """
+    order = rng.permutation(len(costs))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    width = pieces = 0
+    for i in order.tolist():
+        w, k = costs[i]
+        if current and max(width, w) * (pieces + k) > budget:
+            batches.append(current)
+            current, width, pieces = [], 0, 0
+        current.append(i)
+        width, pieces = max(width, w), pieces + k
+    if current:
+        batches.append(current)
+    return batches
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How to train (resolved by the estimator; see its docstring for each meaning)."""
+
+    max_epochs: int
+    learning_rate: float
+    weight_decay: float
+    warmup_fraction: float
+    batch_tokens: int
+    n_iter_no_change: int | None
+    tol: float
+    autocast: torch.dtype | None  # bfloat16/float16 mixed precision, None: float32
+    seed: int
+    verbose: bool = False
+    progress: Callable[[int], None] | None = None
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` learned: trained tensors (on the CPU) and the learning curve."""
+
+    head: dict[str, torch.Tensor]
+    encoder: dict[str, torch.Tensor]
+    loss_curve: list[float] = field(default_factory=list)
+    validation_scores: list[float] = field(default_factory=list)
+    best_epoch: int | None = None  # 0-based; None without validation
+    n_iter: int = 0
+
+
+@dataclass
+class Data:
+    """Training or validation rows: token lists (or precomputed features), targets, weights."""
+
+    tokens: Sequence[bytes] | None
+    features: torch.Tensor | None
+    targets: torch.Tensor  # class indices (long) or standardised values (float, (n, k))
+    weights: torch.Tensor  # per-row loss weights, float32
+    costs: list[tuple[int, int]]  # (piece width, pieces) per row, for the token budget
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def train(
+    *,
+    head: Head,
+    encoder: RnaFmEncoder | None,
+    encoder_params: dict[str, nn.Parameter],
+    runner: Runner,
+    plan: Plan,
+    data: Data,
+    validation: Data | None,
+    loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    score: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], float],
+    options: TrainOptions,
+) -> TrainResult:
+    """Train ``head`` (and ``encoder_params``) to minimise ``loss`` on ``data``.
+
+    ``loss(outputs, targets, weights)`` is a weighted mean over a batch; ``score`` (higher is
+    better) rates the validation rows after every epoch. With ``validation`` the tensors of
+    the best-scoring epoch are returned (improvement means more than ``tol``), and training
+    stops after ``n_iter_no_change`` epochs without one. AdamW; the learning rate warms up
+    linearly over ``warmup_fraction`` of all steps, then decays linearly to zero at the end
+    of ``max_epochs``.
+    """
+    rng = np.random.default_rng(options.seed)
+    device = next(head.parameters()).device
+    params = [*head.parameters(), *encoder_params.values()]
+    optimizer = torch.optim.AdamW(
+        params, lr=options.learning_rate, weight_decay=options.weight_decay
+    )
+    steps_per_epoch = len(epoch_batches(data.costs, options.batch_tokens, np.random.default_rng(0)))
+    total = max(1, options.max_epochs * steps_per_epoch)
+    warmup = max(1, round(options.warmup_fraction * total)) if options.warmup_fraction else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    result = TrainResult(head={}, encoder={})
+    best = -math.inf
+    since_best = 0
+    for epoch in range(options.max_epochs):
+        head.train()
+        total_loss = total_weight = 0.0
+        for batch in epoch_batches(data.costs, options.batch_tokens, rng):
+            idx = torch.as_tensor(batch, device=device)
+            w = data.weights.index_select(0, idx)
+            with _autocast(device, options.autocast):
+                out = head(_features(encoder, runner, plan, data, batch, device))
+            batch_loss = loss(out.float(), data.targets.index_select(0, idx), w)
+            optimizer.zero_grad(set_to_none=True)
+            batch_loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total_loss += batch_loss.item() * float(w.sum())
+            total_weight += float(w.sum())
+            if options.progress is not None:
+                options.progress(1)
+        result.loss_curve.append(total_loss / max(total_weight, 1e-12))
+        result.n_iter = epoch + 1
+        line = f"epoch {epoch + 1}/{options.max_epochs}: loss {result.loss_curve[-1]:.5f}"
+        if validation is not None:
+            value = _validate(head, encoder, runner, plan, validation, score, options, device)
+            result.validation_scores.append(value)
+            line += f", validation score {value:.5f}"
+            if value > best + options.tol:
+                best, since_best, result.best_epoch = value, 0, epoch
+                result.head, result.encoder = _snapshot(head, encoder_params)
+            else:
+                since_best += 1
+        if options.verbose:
+            sys.stderr.write(line + "\n")
+        if (
+            validation is not None
+            and options.n_iter_no_change is not None
+            and since_best >= options.n_iter_no_change
+        ):
+            break
+    if validation is None:
+        result.head, result.encoder = _snapshot(head, encoder_params)
+    return result
+
+
+def _features(
+    encoder: RnaFmEncoder | None,
+    runner: Runner,
+    plan: Plan,
+    data: Data,
+    batch: list[int],
+    device: torch.device,
+) -> torch.Tensor:
+    if data.features is not None:
+        return data.features.index_select(0, torch.as_tensor(batch, device=device))
+    assert encoder is not None and data.tokens is not None
+    return pooled_features(encoder, runner, [data.tokens[i] for i in batch], plan)
+
+
+def _validate(
+    head: Head,
+    encoder: RnaFmEncoder | None,
+    runner: Runner,
+    plan: Plan,
+    data: Data,
+    score: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], float],
+    options: TrainOptions,
+    device: torch.device,
+) -> float:
+    head.eval()
+    outputs = []
+    with torch.no_grad():
+        for batch in epoch_batches(data.costs, options.batch_tokens, np.random.default_rng(0)):
+            with _autocast(device, options.autocast):
+                out = head(_features(encoder, runner, plan, data, batch, device)).float()
+            outputs.append((batch, out))
+    order = torch.as_tensor([i for batch, _ in outputs for i in batch], device=device)
+    values = torch.cat([out for _, out in outputs])
+    ordered = torch.empty_like(values)
+    ordered[order] = values
+    return score(ordered, data.targets, data.weights)
+
+
+def _snapshot(
+    head: Head, encoder_params: dict[str, nn.Parameter]
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """CPU copies of the head's state and the trained encoder tensors."""
+    heads = {k: v.detach().to("cpu", copy=True) for k, v in head.state_dict().items()}
+    encoder = {k: v.detach().to("cpu", copy=True) for k, v in encoder_params.items()}
+    return heads, encoder
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+# ------------------------------------------------------------------------- losses, scores
+def classification_loss(
+    class_weight: torch.Tensor | None,
+) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Cross-entropy, each row weighted by its sample weight times its class weight."""
+
+    def loss(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if class_weight is not None:
+            w = w * class_weight.index_select(0, y)
+        per_row = F.cross_entropy(logits, y, reduction="none")
+        return (per_row * w).sum() / w.sum().clamp_min(1e-12)
+
+    return loss
+
+
+def regression_loss(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Weighted mean squared error over rows, averaged over outputs (standardised targets)."""
+    per_row = (logits - y).square().mean(1)
+    return (per_row * w).sum() / w.sum().clamp_min(1e-12)
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> float:
+    """Weighted accuracy (scikit-learn's ``ClassifierMixin.score``)."""
+    return float(((logits.argmax(1) == y).float() * w).sum() / w.sum())
+
+
+def r2(pred: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> float:
+    """Weighted R^2, averaged uniformly over outputs (``RegressorMixin.score``)."""
+    w = w[:, None]
+    mean = (y * w).sum(0) / w.sum()
+    residual = ((y - pred).square() * w).sum(0)
+    spread = ((y - mean).square() * w).sum(0)
+    per_output = torch.where(spread > 0, 1 - residual / spread.clamp_min(1e-30), 0.0)
+    return float(per_output.mean())

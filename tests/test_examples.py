@@ -5,6 +5,7 @@ import sys
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import ROOT, TINY_PTH
 
@@ -121,6 +122,27 @@ def test_zero_shot_scoring(tmp_path, capsys):
     plt.close("all")
 
 
+def test_finetune_riboswitch(tmp_path, capsys):
+    ex = load("finetune_riboswitch")
+    argv = ["--model", str(TINY_PTH), "--output-dir", str(tmp_path), "--epochs", "1"]
+    assert ex.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "384 sequences of 32 families" in out
+    folds = pd.read_csv(tmp_path / "finetune_riboswitch_folds.csv")
+    # every model on the same 3 folds, each with a score and a wall time
+    assert all(sorted(g) == [0, 1, 2] for _, g in folds.groupby("model").fold)
+    assert set(folds.model) == {
+        "(a) frozen embedding + logistic",
+        "(b) RnaFmClassifier head",
+        "(c) RnaFmClassifier lora",
+        "3-mer counts",
+        "length only",
+    }
+    assert folds.balanced_accuracy.between(0, 1).all() and (folds.seconds > 0).all()
+    check_png(tmp_path / "finetune_riboswitch_learning_curves.png")
+    plt.close("all")
+
+
 def test_examples_stop_cleanly_without_weights(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for name in (
@@ -128,6 +150,7 @@ def test_examples_stop_cleanly_without_weights(tmp_path, monkeypatch, capsys):
         "mrna_degradation_regression",
         "pandas_grid_search",
         "zero_shot_scoring",
+        "finetune_riboswitch",
     ):
         assert load(name).main(["--output-dir", str(tmp_path)]) == 2
         err = capsys.readouterr().err

@@ -77,7 +77,8 @@ echo "   ${SECONDS}s"
 #    device fixture run: parity with the official forward pass, pooling, windows, scoring).
 echo "== tests on CUDA"
 RNAFM_TEST_DEVICE=cuda "$PY" -m pytest -x -q -p no:cacheprovider --durations=5 ${SKIP[@]+"${SKIP[@]}"} \
-    tests/test_encoder.py tests/test_embedder.py tests/test_long_sequences.py tests/test_scoring.py
+    tests/test_encoder.py tests/test_embedder.py tests/test_long_sequences.py tests/test_scoring.py \
+    tests/test_kernels_cuda.py
 echo "   ${SECONDS}s"
 
 # 3. Throughput and peak GPU memory, official vs ours, interleaved in one process.

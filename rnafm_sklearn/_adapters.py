@@ -106,21 +106,30 @@ def _base_state(encoder: RnaFmEncoder) -> dict[str, torch.Tensor]:
     return {k: v for k, v in encoder.state_dict().items() if not k.startswith("lm_head.")}
 
 
-def trained_names(spec: TrainSpec, encoder_names: Iterable[str], num_layers: int) -> list[str]:
+def trained_names(
+    spec: TrainSpec, encoder_names: Iterable[str], num_layers: int, up_to_layer: int | None = None
+) -> list[str]:
     """Names of the encoder's own tensors that ``spec`` trains (adapters not included).
 
     ``top:K`` trains layers ``num_layers - K + 1 .. num_layers`` and the final LayerNorm that
-    follows the last one; ``all`` every encoder tensor (embeddings included).
+    follows the last one; ``all`` every encoder tensor (embeddings included). Only tensors
+    that hidden state ``up_to_layer`` (default: the last) depends on are trained: the layers
+    above it, and the final LayerNorm unless it is the last, would get no gradient.
     """
-    if spec.mode == "all":
-        return sorted(encoder_names)
-    if spec.mode != "top":
+    if spec.mode not in ("top", "all"):
         return []
-    first = num_layers - spec.top  # 0-based index of the first trained layer
+    up_to = num_layers if up_to_layer is None else up_to_layer
+    first = 0 if spec.mode == "all" else num_layers - spec.top  # 0-based first trained layer
     out = []
     for name in encoder_names:
         match = re.match(r"layers\.([0-9]+)\.", name)
-        if (match and int(match.group(1)) >= first) or name.startswith("emb_layer_norm_after."):
+        if match:
+            keep = first <= int(match.group(1)) < up_to
+        elif name.startswith("emb_layer_norm_after."):
+            keep = up_to == num_layers
+        else:  # embeddings and the LayerNorm after them
+            keep = spec.mode == "all"
+        if keep:
             out.append(name)
     return sorted(out)
 
@@ -140,7 +149,8 @@ def trainable_encoder(
 
     ``base`` is never modified: tensors that ``spec`` trains are copies, adapters are new
     modules on the copy, and everything else is frozen (``requires_grad=False``). Adapters go
-    into layers ``1..up_to_layer`` only (the layers that the pooled output depends on).
+    into layers ``1..up_to_layer`` only, and only tensors of those layers are trained (the
+    pooled output does not depend on the others).
     ``trained`` (from an earlier fit) replaces the initial values of the trainable tensors.
 
     Returns the encoder (in training mode, float32 on ``base``'s device) and its trainable
@@ -148,7 +158,7 @@ def trainable_encoder(
     """
     state = _base_state(base)
     device = next(iter(state.values())).device
-    names = trained_names(spec, state, base.config.num_layers)
+    names = trained_names(spec, state, base.config.num_layers, up_to_layer)
     for name in names:
         state[name] = state[name].detach().clone()
     state = {k: v.float() for k, v in state.items()}

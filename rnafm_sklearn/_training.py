@@ -23,7 +23,16 @@ from torch import nn
 from ._encoder import RnaFmEncoder
 from ._inference import Plan, Runner, _pool
 
-__all__ = ["Head", "TrainOptions", "TrainResult", "epoch_batches", "pooled_features", "train"]
+__all__ = [
+    "Head",
+    "TrainOptions",
+    "TrainResult",
+    "epoch_batches",
+    "epoch_rng",
+    "pooled_features",
+    "steps_per_epoch",
+    "train",
+]
 
 
 class Head(nn.Module):
@@ -119,6 +128,18 @@ def epoch_batches(
     return batches
 
 
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The generator of one epoch's batch order (the same whether or not epochs before ran)."""
+    return np.random.default_rng([seed, epoch])
+
+
+def steps_per_epoch(
+    costs: Sequence[tuple[int, int]], budget: int, seed: int, epochs: int
+) -> list[int]:
+    """The number of optimizer steps of each epoch (batch counts vary with the order)."""
+    return [len(epoch_batches(costs, budget, epoch_rng(seed, e))) for e in range(epochs)]
+
+
 @dataclass(frozen=True)
 class TrainOptions:
     """How to train (resolved by the estimator; see its docstring for each meaning)."""
@@ -179,19 +200,19 @@ def train(
 
     ``loss(outputs, targets, weights)`` is a weighted mean over a batch; ``score`` (higher is
     better) rates the validation rows after every epoch. With ``validation`` the tensors of
-    the best-scoring epoch are returned (improvement means more than ``tol``), and training
-    stops after ``n_iter_no_change`` epochs without one. AdamW; the learning rate warms up
-    linearly over ``warmup_fraction`` of all steps, then decays linearly to zero at the end
-    of ``max_epochs``.
+    the best-scoring epoch (the first maximum) are returned, and training stops after
+    ``n_iter_no_change`` epochs that do not beat the best score so far by more than ``tol``
+    (scikit-learn's ``MLPClassifier`` rule). AdamW; the learning rate warms up linearly over
+    ``warmup_fraction`` of all steps of ``max_epochs``, then decays linearly to zero: the
+    last step of the last epoch runs at ``learning_rate / decay steps``.
     """
-    rng = np.random.default_rng(options.seed)
     device = next(head.parameters()).device
     params = [*head.parameters(), *encoder_params.values()]
     optimizer = torch.optim.AdamW(
         params, lr=options.learning_rate, weight_decay=options.weight_decay
     )
-    steps_per_epoch = len(epoch_batches(data.costs, options.batch_tokens, np.random.default_rng(0)))
-    total = max(1, options.max_epochs * steps_per_epoch)
+    budget = options.batch_tokens
+    total = max(1, sum(steps_per_epoch(data.costs, budget, options.seed, options.max_epochs)))
     warmup = max(1, round(options.warmup_fraction * total)) if options.warmup_fraction else 0
 
     def factor(step: int) -> float:
@@ -206,7 +227,7 @@ def train(
     for epoch in range(options.max_epochs):
         head.train()
         total_loss = total_weight = 0.0
-        for batch in epoch_batches(data.costs, options.batch_tokens, rng):
+        for batch in epoch_batches(data.costs, budget, epoch_rng(options.seed, epoch)):
             idx = torch.as_tensor(batch, device=device)
             w = data.weights.index_select(0, idx)
             with _autocast(device, options.autocast):
@@ -227,11 +248,10 @@ def train(
             value = _validate(head, encoder, runner, plan, validation, score, options, device)
             result.validation_scores.append(value)
             line += f", validation score {value:.5f}"
-            if value > best + options.tol:
-                best, since_best, result.best_epoch = value, 0, epoch
+            since_best = since_best + 1 if value < best + options.tol else 0
+            if value > best:
+                best, result.best_epoch = value, epoch
                 result.head, result.encoder = _snapshot(head, encoder_params)
-            else:
-                since_best += 1
         if options.verbose:
             sys.stderr.write(line + "\n")
         if (
@@ -240,7 +260,7 @@ def train(
             and since_best >= options.n_iter_no_change
         ):
             break
-    if validation is None:
+    if validation is None or result.best_epoch is None:  # no score was a number: the last
         result.head, result.encoder = _snapshot(head, encoder_params)
     return result
 

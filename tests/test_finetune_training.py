@@ -12,8 +12,7 @@ import pytest
 import torch
 from conftest import TINY_PTH
 
-from rnafm_sklearn import RnaFmClassifier, RnaFmEmbedder, RnaFmRegressor, get_alphabet
-from rnafm_sklearn import _training
+from rnafm_sklearn import RnaFmClassifier, RnaFmEmbedder, RnaFmRegressor, _training, get_alphabet
 from rnafm_sklearn._adapters import (
     TrainSpec,
     _base_state,
@@ -112,7 +111,7 @@ def test_motif_not_linear_in_frozen_features(motif):
     from sklearn.preprocessing import StandardScaler
 
     X_tr, y_tr, X_te, y_te = motif
-    emb = RnaFmEmbedder(model=TINY, pooling="max", progress=False)
+    emb = RnaFmEmbedder(model=TINY, pooling="max", batch_tokens=8192, progress=False)
     model = make_pipeline(emb, StandardScaler(), LogisticRegression(max_iter=5000))
     assert model.fit(X_tr, y_tr).score(X_te, y_te) <= 0.7
 
@@ -321,3 +320,175 @@ def test_inference_path_equals_training_path_after_fit(train, kw):
     with torch.no_grad():
         untrained = head(torch.from_numpy(frozen)).numpy()[:, 0] * reg._y_scale_[0]
     assert np.abs(untrained + reg._y_mean_[0] - expected).max() > 1e-3
+
+
+# ----------------------------------------------------------------------------- 5. determinism
+def _small_fit(**kw):
+    X, y = motif_task(48, length=12, seed=2)
+    params = {
+        "model": TINY, "train": "lora", "max_epochs": 3, "learning_rate": 1e-2,
+        "batch_tokens": 128, "random_state": 0, "progress": False,
+    }
+    return RnaFmClassifier(**{**params, **kw}).fit(X, y), X, y
+
+
+def test_same_seed_same_model_other_seed_other_model(one_thread):
+    a, X, _ = _small_fit()
+    b, _, _ = _small_fit()
+    c, _, _ = _small_fit(random_state=1)
+    assert a.loss_curve_ == b.loss_curve_
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert all(torch.equal(v, b._fitted.encoder[k]) for k, v in a._fitted.encoder.items())
+    assert a.loss_curve_ != c.loss_curve_
+    assert np.abs(a.predict_proba(X) - c.predict_proba(X)).max() > 1e-4
+
+
+# --------------------------------------------------------------------------- 6. early stopping
+def _best_by_rule(scores: list[float], tol: float) -> tuple[int, int]:
+    """scikit-learn's MLP rule: keep the first maximum; patience counts epochs that do not
+    beat the best score so far by more than ``tol``. Returns (best epoch, epochs run)."""
+    best, best_epoch, since = -np.inf, -1, 0
+    for i, s in enumerate(scores):
+        since = since + 1 if s < best + tol else 0
+        if s > best:
+            best, best_epoch = s, i
+    return best_epoch, since
+
+
+def test_early_stopping_keeps_the_best_epoch(monkeypatch, one_thread):
+    snapshots = []
+    validate = _training._validate
+
+    def recording(head, encoder, *args, **kwargs):
+        trained = {n: p.detach().clone() for n, p in encoder.named_parameters() if p.requires_grad}
+        snapshots.append(({k: v.clone() for k, v in head.state_dict().items()}, trained))
+        return validate(head, encoder, *args, **kwargs)
+
+    monkeypatch.setattr(_training, "_validate", recording)
+    rng = np.random.default_rng(4)
+    X = random_rna(rng, 64, 10, 30)
+    y = rng.integers(0, 2, 64)  # random labels: validation accuracy stalls at once
+    clf = RnaFmClassifier(
+        model=TINY, train="lora", max_epochs=40, learning_rate=1e-2, batch_tokens=256,
+        validation_fraction=0.25, n_iter_no_change=3, tol=1e-4, random_state=0, progress=False,
+    ).fit(X, y)
+    scores = clf.validation_scores_
+    assert clf.n_iter_ == len(scores) == len(clf.loss_curve_) == len(snapshots) < 40
+    best, since = _best_by_rule(scores, 1e-4)
+    assert since == 3  # stopped by patience
+    assert clf.best_epoch_ == best == int(np.argmax(scores))
+    assert clf.best_validation_score_ == scores[best]
+    head, encoder = snapshots[best]
+    assert all(torch.equal(clf._fitted.head[k], v) for k, v in head.items())
+    assert clf._fitted.encoder.keys() == encoder.keys()
+    assert all(torch.equal(clf._fitted.encoder[k], v) for k, v in encoder.items())
+    last_head = snapshots[-1][0]
+    assert not all(torch.equal(clf._fitted.head[k], v) for k, v in last_head.items())
+
+
+def test_best_epoch_is_the_first_maximum_even_within_tol(monkeypatch):
+    """An improvement smaller than ``tol`` does not reset patience but is still the best."""
+    scores = iter([0.5, 0.52, 0.51, 0.515, 0.5, 0.49])
+    monkeypatch.setattr(_training, "_validate", lambda *a, **k: next(scores))
+    X, y = motif_task(24, seed=6)
+    clf = RnaFmClassifier(
+        model=TINY, train="head", max_epochs=6, validation_fraction=0.25, n_iter_no_change=2,
+        tol=0.05, random_state=0, progress=False,
+    ).fit(X, y)
+    assert clf.validation_scores_ == [0.5, 0.52, 0.51]  # 0.52 < 0.5 + tol: patience 2 spent
+    assert clf.best_epoch_ == 1
+    assert clf.best_validation_score_ == 0.52
+
+
+def _gc_task(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    X = random_rna(rng, n, 10, 30)
+    return X, np.array([(s.count("G") + s.count("C")) / len(s) for s in X])
+
+
+def test_warm_start_continues_and_checks_settings(one_thread):
+    X, y = _gc_task(64, seed=7)
+    params = {
+        "model": TINY, "train": "all", "max_epochs": 5, "learning_rate": 1e-2,
+        "batch_tokens": 256, "warmup_fraction": 0.0, "random_state": 0, "progress": False,
+    }
+    clf = RnaFmRegressor(**params, warm_start=True)
+    first = clf.fit(X, y).loss_curve_
+    assert first[-1] < 0.5 * first[0]
+    # a tiny rate shows where the second fit starts: where the first ended (a fresh AdamW at
+    # the full rate with no warm-up would first jump away from it)
+    second = clf.set_params(learning_rate=1e-7).fit(X, y).loss_curve_
+    assert second[0] < 1.5 * first[-1]
+    assert RnaFmRegressor(**params).fit(X, y).loss_curve_ == first  # no warm start: anew
+    with pytest.raises(ValueError, match="warm_start=True continues the previous fit"):
+        clf.set_params(train="lora").fit(X, y)
+
+
+def test_warm_start_with_other_classes_is_a_named_error():
+    X, y = motif_task(24, seed=8)
+    clf = RnaFmClassifier(
+        model=TINY, train="head", max_epochs=1, random_state=0, warm_start=True, progress=False
+    ).fit(X, y)
+    with pytest.raises(ValueError, match="warm_start"):
+        clf.fit(X, np.array(["a", "b", "c"] * 8))
+
+
+# --------------------------------------------------- 7. mixed precision, gradient checkpointing
+def test_bfloat16_autocast_trains(one_thread):
+    X, y = _gc_task(64, seed=11)
+    reg = RnaFmRegressor(
+        model=TINY, train="lora", dtype="bfloat16", max_epochs=5, learning_rate=1e-2,
+        batch_tokens=256, random_state=0, progress=False,
+    ).fit(X, y)
+    assert all(np.isfinite(reg.loss_curve_))
+    assert reg.loss_curve_[-1] < 0.5 * reg.loss_curve_[0]
+    assert reg.score(X, y) > 0.5
+
+
+def test_checkpointing_same_gradients_and_same_model(one_thread):
+    rng = np.random.default_rng(9)
+    toks = tokens(random_rna(rng, 6, 20, 80))
+    plan = Plan((1, 2), 511, "concat", ("mean", "cls"))
+    grads = []
+    for checkpointing in (False, True):
+        enc, params = trainable_encoder(
+            base(), TrainSpec("all"), up_to_layer=2, generator=torch.Generator().manual_seed(0)
+        )
+        enc.checkpointing = checkpointing
+        out = pooled_features(enc, Runner(enc, batch_tokens=4096), toks, plan)
+        (out.square().sum() + out[:, :5].sum()).backward()
+        grads.append({k: p.grad for k, p in params.items()})
+    assert grads[0].keys() == grads[1].keys()
+    for k in grads[0]:
+        torch.testing.assert_close(grads[1][k], grads[0][k], rtol=0, atol=1e-6)
+    plain, X, _ = _small_fit()
+    ckpt, _, _ = _small_fit(checkpointing=True)
+    np.testing.assert_allclose(ckpt.loss_curve_, plain.loss_curve_, rtol=1e-6)
+    np.testing.assert_allclose(ckpt.predict_proba(X), plain.predict_proba(X), atol=1e-6)
+
+
+# -------------------------------------------------------------------------------- 8. schedule
+def test_warmup_then_linear_decay_to_zero(monkeypatch):
+    rates: list[float] = []
+
+    class Recording(torch.optim.AdamW):
+        def step(self, *args, **kwargs):
+            rates.append(self.param_groups[0]["lr"])
+            return super().step(*args, **kwargs)
+
+    monkeypatch.setattr(_training.torch.optim, "AdamW", Recording)
+    rng = np.random.default_rng(10)
+    X = random_rna(rng, 60, 3, 60)  # mixed lengths: the number of batches varies by epoch
+    y = rng.normal(size=60)
+    reg = RnaFmRegressor(
+        model=TINY, train="head", max_epochs=7, learning_rate=0.1, warmup_fraction=0.2,
+        batch_tokens=200, random_state=0, progress=False,
+    ).fit(X, y)
+    total = len(rates)
+    warmup = round(0.2 * total)
+    expected = [0.1 * (k + 1) / (warmup + 1) for k in range(warmup)]
+    expected += [0.1 * (total - k) / (total - warmup) for k in range(warmup, total)]
+    np.testing.assert_allclose(rates, expected, rtol=1e-12)
+    assert max(rates) == pytest.approx(0.1) and rates[warmup] == pytest.approx(0.1)
+    assert min(rates) > 0  # no step wasted at rate 0
+    assert reg.n_iter_ == 7

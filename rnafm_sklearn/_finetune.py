@@ -17,11 +17,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.exceptions import DataConversionWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from ._adapters import LORA_TARGETS, TrainSpec, merged_state, parse_train, trainable_encoder
@@ -29,7 +32,7 @@ from ._alphabet import row_name
 from ._base import DEFAULT_BATCH_TOKENS, RnaFmEstimator
 from ._embedder import RnaFmEmbedder
 from ._encoder import RnaFmConfig, RnaFmEncoder
-from ._errors import InvalidParameterError, WeightsChangedError
+from ._errors import InvalidParameterError, WeightsChangedError, warn
 from ._inference import Plan, Runner, feature_width, n_windows
 from ._models import DTYPES, get_encoder, weights_fingerprint
 from ._training import (
@@ -128,6 +131,10 @@ class _RnaFmFineTuner(RnaFmEstimator):
             estimator as it was before the call.
         """
         s = self._settings()
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None."
+            )
         tokens, index = self._tokens(X, s.config)
         if not tokens:
             raise ValueError(
@@ -140,7 +147,7 @@ class _RnaFmFineTuner(RnaFmEstimator):
         base = get_encoder(self.model, s.device, torch.float32)
         fingerprint = weights_fingerprint(base)
         if previous is not None:
-            self._check_warm_start(previous, fingerprint, s, targets)
+            self._check_warm_start(previous, fingerprint, s, extra)
         train_rows, val_rows = self._split(targets, len(tokens), s.options.seed)
 
         generator = torch.Generator().manual_seed(s.options.seed)
@@ -377,7 +384,7 @@ class _RnaFmFineTuner(RnaFmEstimator):
         return np.sort(train_rows), np.sort(val_rows)
 
     def _check_warm_start(
-        self, previous: _Fitted, fingerprint: str, s: _Settings, targets: torch.Tensor
+        self, previous: _Fitted, fingerprint: str, s: _Settings, extra: dict[str, Any]
     ) -> None:
         if previous.fingerprint != fingerprint:
             raise WeightsChangedError(
@@ -393,6 +400,20 @@ class _RnaFmFineTuner(RnaFmEstimator):
                 "layer_aggregation, window_stride, head_hidden or the LoRA settings changed "
                 "since. Set warm_start=False to fit from scratch."
             )
+        if self._classifier:
+            then, now = self.classes_, extra["classes_"]
+            if then.shape != now.shape or not (then == now).all():
+                raise ValueError(
+                    f"warm_start=True continues the previous fit, but y has the classes "
+                    f"{now.tolist()} and the previous fit had {then.tolist()}. Set "
+                    "warm_start=False to fit from scratch."
+                )
+        elif extra["n_outputs"] != previous.n_outputs:
+            raise ValueError(
+                f"warm_start=True continues the previous fit, but y has {extra['n_outputs']} "
+                f"outputs and the previous fit had {previous.n_outputs}. Set warm_start=False "
+                "to fit from scratch."
+            )
 
 
 def _cost(n_tokens: int, window: int, stride: int) -> tuple[int, int]:
@@ -403,7 +424,10 @@ def _cost(n_tokens: int, window: int, stride: int) -> tuple[int, int]:
 def _sample_weights(sample_weight: Any, n: int) -> torch.Tensor:
     if sample_weight is None:
         return torch.ones(n, dtype=torch.float32)
-    w = np.asarray(sample_weight, dtype=np.float64)
+    try:
+        w = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"sample_weight must be numeric ({exc}).") from None
     if w.shape != (n,):
         raise ValueError(
             f"sample_weight has shape {w.shape}, but X has {n} sequences: give one weight per row."
@@ -422,6 +446,47 @@ def _check_length(y: np.ndarray, n: int) -> None:
     if y.ndim == 0 or y.shape[0] != n:
         got = "a scalar" if y.ndim == 0 else f"{y.shape[0]} rows"
         raise ValueError(f"y has {got}, but X has {n} sequences: give one target per sequence.")
+
+
+def _labels(y: Any, n: int) -> np.ndarray:
+    """Class labels as a 1-D array: no missing value, no silent conversion between types."""
+    if isinstance(y, np.ndarray) and y.dtype != object:
+        values = y
+    else:
+        # object dtype keeps each label as given (numpy would turn ["a", 1, nan] into strings)
+        values = np.asarray(y, dtype=object)
+    _check_length(values, n)
+    if values.ndim != 1:
+        if values.ndim == 2 and values.shape[1] == 1:
+            warn(
+                "A column-vector y was passed when a 1d array was expected. Please change the "
+                "shape of y to (n_samples,), for example using ravel().",
+                DataConversionWarning,
+            )
+            values = values[:, 0]
+        else:
+            raise ValueError(
+                f"y has shape {values.shape}: RnaFmClassifier takes one label per sequence "
+                "(multi-output classification is not supported)."
+            )
+    missing = np.flatnonzero(pd.isna(values))
+    if missing.size:
+        raise ValueError(
+            f"y holds a missing label (None or NaN) at {row_name(int(missing[0]), None)}; "
+            "drop those rows or give them a label."
+        )
+    if values.dtype == object:
+        text = [isinstance(v, str | bytes) for v in values]
+        if any(text) and not all(text):
+            a, b = text.index(True), text.index(False)
+            raise TypeError(
+                f"y mixes label types: {row_name(a, None)} is {values[a]!r} "
+                f"({type(values[a]).__name__}), {row_name(b, None)} is {values[b]!r} "
+                f"({type(values[b]).__name__}). Use one type for all labels."
+            )
+        values = np.asarray(values.tolist())  # str, int, float or bool labels
+    check_classification_targets(values)
+    return values
 
 
 _COMMON_DOC = """
@@ -593,29 +658,14 @@ class RnaFmClassifier(ClassifierMixin, _RnaFmFineTuner):
         self.cache = cache
 
     def _encode_targets(self, y: Any, n: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        y = np.asarray(y)
-        _check_length(y, n)
-        if y.ndim != 1:
-            if y.ndim == 2 and y.shape[1] == 1:
-                y = y[:, 0]
-            else:
-                raise ValueError(
-                    f"y has shape {y.shape}: RnaFmClassifier takes one label per sequence "
-                    "(multi-output classification is not supported)."
-                )
-        missing = [i for i, v in enumerate(y.tolist()) if v is None or v != v]
-        if missing:
-            raise ValueError(
-                f"y holds a missing label (None or NaN) at {row_name(missing[0], None)}; "
-                "drop those rows or give them a label."
-            )
+        y = _labels(y, n)
         try:
             classes, encoded = np.unique(y, return_inverse=True)
         except TypeError as exc:
             raise TypeError(f"y mixes label types that cannot be sorted ({exc}).") from None
         if len(classes) < 2:
             raise ValueError(
-                f"y has a single class ({classes[0]!r}): a classifier needs at least two."
+                f"y has a single class ({classes.tolist()[0]!r}): a classifier needs at least two."
             )
         class_weight = None
         if self.class_weight is not None:
@@ -645,7 +695,8 @@ class RnaFmClassifier(ClassifierMixin, _RnaFmFineTuner):
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class of each sequence."""
-        return self.classes_[self._outputs(X).argmax(1)]
+        outputs = self._outputs(X)  # NotFittedError before classes_ is looked up
+        return self.classes_[outputs.argmax(1)]
 
 
 class RnaFmRegressor(RegressorMixin, _RnaFmFineTuner):
@@ -739,14 +790,30 @@ class RnaFmRegressor(RegressorMixin, _RnaFmFineTuner):
         self.progress = progress
         self.cache = cache
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
     def _encode_targets(self, y: Any, n: int) -> tuple[torch.Tensor, dict[str, Any]]:
         try:
-            values = np.asarray(y, dtype=np.float64)
+            raw = np.asarray(y)
+            complex_ = np.iscomplexobj(raw) or (
+                raw.dtype == object and any(isinstance(v, complex) for v in raw.ravel())
+            )
+            values = None if complex_ else raw.astype(np.float64)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"y must be numeric for RnaFmRegressor ({exc}).") from None
+        if values is None:
+            raise ValueError(
+                "y must be real: complex values are not supported (the imaginary part would "
+                "be dropped). Pass y.real or abs(y) explicitly."
+            )
         _check_length(values, n)
         if values.ndim > 2:
             raise ValueError(f"y has shape {values.shape}: give (n_samples,) or (n, n_outputs).")
+        if values.ndim == 2 and values.shape[1] == 0:
+            raise ValueError(f"y has shape {values.shape}: no target to learn; give one column.")
         bad = np.argwhere(~np.isfinite(values))
         if bad.size:
             row = int(bad[0][0])

@@ -95,7 +95,7 @@ def test_motif_task_composition_is_useless(motif):
 
 def test_motif_learned_by_lora_and_all_not_by_head(motif, one_thread):
     X_tr, y_tr, X_te, y_te = motif
-    # measured (1 thread, seed 0): lora 1.0, all 1.0, head 0.57; frozen features + logistic
+    # measured (1 thread, seed 0): lora 0.995, all 0.98, head 0.585; frozen features + logistic
     # regression about chance. LoRA on attention only reaches 0.85 here (train 0.99).
     lora = _motif_clf(train="lora", lora_targets="all", learning_rate=3e-3, max_epochs=60)
     assert lora.fit(X_tr, y_tr).score(X_te, y_te) >= 0.95

@@ -13,6 +13,7 @@ the host (one copy per batch), never its hidden states, except for per-token out
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -305,16 +306,27 @@ class Runner:
             yield finished
 
     # ------------------------------------------------------------- masked-LM log-probs
-    def _log_probs(self, columns: Sequence[int]) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _log_probs(
+        self, columns: Sequence[int], *, masked: bool = False
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
         """Batch computation: ``log_softmax`` of the logits over ``columns`` only, ``(B, T, C)``.
 
         Renormalising over the nucleotide (or codon) tokens: ``log p_i = logit_i - logsumexp``
-        of the ``columns`` logits, in float32 whatever the forward pass's precision.
+        of the ``columns`` logits, in float32 whatever the forward pass's precision. With
+        ``masked``, each row of the batch holds one ``<mask>`` and only its position is read
+        out, ``(B, C)``: the last layer and the head run for those ``B`` rows alone
+        (``RnaFmEncoder.logits(ids, at=...)``).
         """
         index = torch.tensor(list(columns), dtype=torch.long, device=self.device)
 
         def compute(ids: torch.Tensor) -> torch.Tensor:
-            logits = self.encoder.logits(ids).index_select(-1, index).float()
+            if masked:
+                rows = torch.arange(ids.shape[0], device=ids.device)
+                at = torch.stack([rows, ids.eq(self.mask).int().argmax(1)], 1)
+                logits = self.encoder.logits(ids, at)
+            else:
+                logits = self.encoder.logits(ids)
+            logits = logits.index_select(-1, index).float()
             return torch.log_softmax(logits, dim=-1).cpu()
 
         return compute
@@ -348,14 +360,21 @@ class Runner:
         sites: Sequence[tuple[int, int]],
         columns: Sequence[int],
         stride: int,
+        batch_tokens: int | None = None,
     ) -> np.ndarray:
         """``(n_sites, C)``: log-probabilities at each site with that position masked.
 
         A site ``(i, pos)`` is one forward pass over sequence ``i`` (the window that owns
         ``pos`` for a long one) with token ``pos`` replaced by ``<mask>``. Masked copies are
-        packed into the token-budget batches like any other piece, and built one batch at a
-        time. The caller deduplicates sites: every site given here costs one pass.
+        packed into token-budget batches (``batch_tokens``, default the runner's) like any
+        other piece, and built one batch at a time; only the masked position's row goes
+        through the last layer and the head. The caller deduplicates sites: every site given
+        here costs one pass.
         """
+        runner = self
+        if batch_tokens is not None and batch_tokens != self.batch_tokens:
+            runner = copy.copy(self)  # same encoder and progress, another budget
+            runner.batch_tokens = batch_tokens
         owners: dict[int, list[tuple[int, int, int]]] = {}
         pieces, slot = [], {}
         for k, (i, pos) in enumerate(sites):
@@ -370,9 +389,10 @@ class Runner:
             slot[id(piece)] = k
             pieces.append(piece)
         out = np.empty((len(sites), len(columns)), np.float32)
-        for batch, lp in self._batches(pieces, token_lists, self._log_probs(columns)):
+        compute = self._log_probs(columns, masked=True)
+        for batch, lp in runner._batches(pieces, token_lists, compute):
             for row, p in enumerate(batch):
-                out[slot[id(p)]] = lp[row, 1 + p.masked - p.start].numpy()
+                out[slot[id(p)]] = lp[row].numpy()  # the row of its <mask>
             if self.progress is not None:
                 self.progress(len(batch))
         return out

@@ -55,6 +55,8 @@ class LogProbs:
         The encoder's vocabulary.
     stride : int
         Window stride for sequences longer than the model's window.
+    masked_batch_tokens : int, optional
+        Token budget of the masked passes (default: the runner's).
 
     Notes
     -----
@@ -63,9 +65,16 @@ class LogProbs:
     token-budget batches; masked copies exist only inside a batch.
     """
 
-    def __init__(self, runner: Runner, alphabet: Alphabet, stride: int):
+    def __init__(
+        self,
+        runner: Runner,
+        alphabet: Alphabet,
+        stride: int,
+        masked_batch_tokens: int | None = None,
+    ):
         self.runner = runner
         self.stride = stride
+        self.masked_batch_tokens = masked_batch_tokens
         self.tokens = candidate_tokens(alphabet)
         self.ids = [alphabet.index(t) for t in self.tokens]
         # token id -> column (or -1 for a token that is not a candidate, e.g. N or a gap)
@@ -94,7 +103,11 @@ class LogProbs:
         unique_tokens = list(dict.fromkeys(t for t, _ in unique_sites))
         index = {t: i for i, t in enumerate(unique_tokens)}
         values = self.runner.masked_log_probs(
-            unique_tokens, [(index[t], pos) for t, pos in unique_sites], self.ids, self.stride
+            unique_tokens,
+            [(index[t], pos) for t, pos in unique_sites],
+            self.ids,
+            self.stride,
+            self.masked_batch_tokens,
         )
         row = {site: i for i, site in enumerate(unique_sites)}
         return values[[row[site] for site in sites]] if sites else values

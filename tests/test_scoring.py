@@ -169,6 +169,80 @@ def test_head_mistakes_would_be_caught():
     assert torch.equal(ours.logits(tokens), good)
 
 
+def _read_out_batch(encoder):
+    """A padded batch: a masked 1022-nt window piece of an 1100-nt sequence (T = 1024) and
+    two short masked sequences; and read-out pairs (masked rows, <cls>, <eos>, several rows
+    of one sequence, out of order)."""
+    alphabet = get_alphabet("rna")
+    runner = Runner(encoder, batch_tokens=4096)
+    long, short = alphabet.encode_body(random_rna(1100, 40)), alphabet.encode_body(random_rna(30, 41))
+    window = next(p for p in runner._pieces([long], 300) if p.start > 0)  # a later window
+    window.masked = window.keep[0] + 5
+    pieces = [window, runner._pieces([short], 300)[0], runner._pieces([short[:3]], 300)[0]]
+    pieces[0].seq, pieces[1].seq, pieces[2].seq = 0, 1, 2
+    pieces[1].masked = 0
+    ids = runner._ids(pieces, [long, short, short[:3]])
+    assert ids.shape == (3, 1024) and ids.eq(alphabet.padding_idx).sum() > 0
+    mask_pos = 1 + window.masked - window.start
+    at = torch.tensor([[0, mask_pos], [1, 1], [2, 0], [2, 4], [0, 0], [0, 1023], [1, 31], [0, 7]])
+    return ids, at
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("packed", [False, True])
+def test_logits_at_read_out_rows_equal_the_full_logits(dtype, packed, device):
+    """The last layer and the head run for the read-out rows only; same numbers as all rows."""
+    encoder = load_model(TINY_PTH).to(device, dtype)
+    if packed:
+        encoder.pack_for_cpu()
+    ids, at = _read_out_batch(encoder)
+    with torch.inference_mode():
+        full = encoder.logits(ids)
+        got = encoder.logits(ids, at.to(device))
+    want = full[at[:, 0], at[:, 1]]
+    assert got.shape == (len(at), encoder.config.vocab_size) and got.dtype == dtype
+    tol = 1e-6 if dtype == torch.float32 else 2e-2
+    assert (got.float() - want.float()).abs().max() <= tol
+    # the rows differ from each other by far more than tol: a wrong row would fail
+    assert (want[1:].float() - want[:1].float()).abs().amax(1).min() > 0.1
+    assert encoder.logits(ids, at[:0].to(device)).shape == (0, encoder.config.vocab_size)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_at_some_query_rows_equals_full_attention(dtype, device):
+    """The read-out attention (either kernel) on O(1) random q/k/v, where a wrong key range,
+    sequence or scale moves the output far beyond bf16 rounding."""
+    from rnafm_sklearn._encoder import _attention_at, _Layout, attention
+
+    lengths = [40, 7, 1, 25]
+    pad = torch.arange(40)[None, :] >= torch.tensor(lengths)[:, None]
+    layout = _Layout(pad.to(device))
+    qkv = torch.randn(layout.rows, 3 * 64, generator=torch.Generator().manual_seed(0))
+    qkv = qkv.to(device, dtype)
+    starts = [0, 40, 47, 48]
+    picks = [(3, 24), (0, 0), (0, 39), (2, 0), (1, 3), (3, 0), (0, 17)]  # (sequence, token)
+    rows = torch.tensor([starts[b] + t for b, t in picks], device=device)
+    with torch.inference_mode():
+        want = attention(qkv, layout, num_heads=4)[rows]
+        got = _attention_at(qkv, layout, rows, [b for b, _ in picks], num_heads=4)
+    tol = 1e-6 if dtype == torch.float32 else 2e-2
+    assert (got.float() - want.float()).abs().max() <= tol
+    assert (want[1:].float() - want[:1].float()).abs().amax(1).min() > 0.2
+
+
+def test_logits_at_rejects_rows_that_are_not_real_tokens():
+    encoder = load_model(TINY_PTH)
+    ids, _ = _read_out_batch(encoder)
+    for at, where in (([[2, 10]], "at[0] = [2, 10]"), ([[0, 1], [3, 0]], "at[1] = [3, 0]"),
+                      ([[0, -1]], "at[0] = [0, -1]"), ([[0, 1024]], "at[0] = [0, 1024]")):
+        with pytest.raises(ValueError, match=re.escape(where) + r" is not a real token of the \(B, T\) = \(3, 1024\) batch \(out of range or <pad>\)"):
+            encoder.logits(ids, torch.tensor(at))
+    with pytest.raises(ValueError, match=re.escape("at must be a (K, 2) integer tensor of (batch row, position) pairs; got torch.float32 of shape (1, 2)")):
+        encoder.logits(ids, torch.tensor([[0.0, 1.0]]))
+    with pytest.raises(ValueError, match=re.escape("got torch.int64 of shape (2,)")):
+        encoder.logits(ids, torch.tensor([0, 1]))
+
+
 def test_native_folder_keeps_the_head(tmp_path):
     folder = convert_checkpoint(TINY_PTH, tmp_path / "native")
     tokens = torch.tensor([get_alphabet("rna").encode(random_rna(40, 7))])
@@ -380,6 +454,17 @@ def test_pseudo_likelihood_is_one_masked_row_per_scorable_position_batched(passe
     RnaFmLikelihood(model=str(TINY_PTH), batch_tokens=1024, progress=False).fit_transform([seq, seq])
     assert passes["rows"] == 98  # 100 positions, 2 ambiguous skipped, the duplicate shared
     assert passes["batches"] == -(-98 // (1024 // 102))  # packed into token-budget batches
+
+
+@pytest.mark.parametrize(
+    ("dtype", "batch_tokens", "n_batches"),
+    [("bfloat16", None, 5), ("bfloat16", 1024, 10), ("float32", None, 10)],
+)
+def test_bf16_masked_passes_on_the_cpu_use_a_larger_default_budget(passes, dtype, batch_tokens, n_batches):
+    """100 masked copies of 102 tokens: 20 per batch of 2048 tokens, 10 per batch of 1024."""
+    seq = random_rna(100, 23)
+    RnaFmLikelihood(model=str(TINY_PTH), dtype=dtype, batch_tokens=batch_tokens, device="cpu", progress=False).fit_transform([seq])
+    assert passes["rows"] == 100 and passes["batches"] == n_batches
 
 
 def test_all_single_mutants_cost_one_pass_per_position(passes):

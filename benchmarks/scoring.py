@@ -57,6 +57,7 @@ from throughput import linear_flops_per_token, matmul_rate
 from rnafm_sklearn import RnaFmLikelihood, read_fasta, score_variants
 from rnafm_sklearn._embedder import DEFAULT_BATCH_TOKENS
 from rnafm_sklearn._mutations import all_single_mutants
+from rnafm_sklearn._scoring import MASKED_BATCH_TOKENS_BF16_CPU
 
 ROOT = Path(__file__).resolve().parents[1]
 NUCLEOTIDES = "ACGU"
@@ -179,7 +180,8 @@ def status(key):
 
 seqs = sys.stdin.read().split()
 lik = RnaFmLikelihood(
-    model=sys.argv[1], dtype=sys.argv[2], batch_tokens=int(sys.argv[3]), device="cpu",
+    model=sys.argv[1], dtype=sys.argv[2], device="cpu",
+    batch_tokens=None if sys.argv[3] == "default" else int(sys.argv[3]),
     progress=False,
 )
 lik.transform(["ACGUACGU"])  # loads the model
@@ -191,10 +193,11 @@ print(loaded, status("VmHWM"))
 """
 
 
-def rss_child(ckpt: str, dtype: str, budget: int, seqs: list[str]) -> tuple[float, float]:
-    """RSS (MB) of a fresh process once the model is loaded, and its peak during the PLL."""
+def rss_child(ckpt: str, dtype: str, budget: int | None, seqs: list[str]) -> tuple[float, float]:
+    """RSS (MB) of a fresh process once the model is loaded, and its peak during the PLL
+    (``budget=None``: the library's default)."""
     res = subprocess.run(
-        [sys.executable, "-c", CHILD, ckpt, dtype, str(budget)],
+        [sys.executable, "-c", CHILD, ckpt, dtype, "default" if budget is None else str(budget)],
         input="\n".join(seqs),
         capture_output=True,
         text=True,
@@ -264,6 +267,11 @@ def main(argv=None) -> int:
     subset = pll_subset(df, counts)
     common = dict(model=str(ckpt), device="cpu", progress=False, batch_tokens=args.batch_tokens)
     budget = args.batch_tokens or DEFAULT_BATCH_TOKENS["cpu"]
+    # the masked passes in bf16 get a larger default budget (the PLL's and masked-marginal's)
+    masked_budget = {
+        "float32": budget,
+        "bfloat16": args.batch_tokens or MASKED_BATCH_TOKENS_BF16_CPU,
+    }
     off = "official (ESM style)"
 
     def ours_mm(dtype):
@@ -305,8 +313,10 @@ def main(argv=None) -> int:
     )
     print(
         "# official = the official `fm` model driven as ESM's variant-prediction script: one "
-        "masked copy per position, one forward pass each (batch of 1); ours: batch budget "
-        f"{budget} tokens. Implementations interleaved unit by unit (shared machine: absolute "
+        "masked copy per position, one forward pass each (batch of 1); ours: batch budget of "
+        f"the masked passes {masked_budget['float32']} tokens in fp32, "
+        f"{masked_budget['bfloat16']} in bf16; only the masked rows go through the last layer "
+        "and the head. Implementations interleaved unit by unit (shared machine: absolute "
         "rates are noisy, ratios less so; CPU seconds, which a busy machine inflates less, "
         "are shown beside wall seconds)."
     )
@@ -351,14 +361,14 @@ def main(argv=None) -> int:
     )
 
     print(
-        f"\n## memory: ours, PLL in a fresh process, {args.rss_dtype}, batch budget "
-        f"{budget} tokens; sequences of <= 130 nt from the 1 000"
+        f"\n## memory: ours, PLL in a fresh process, {args.rss_dtype}, batch budget of the masked "
+        f"passes {masked_budget[args.rss_dtype]} tokens; sequences of <= 130 nt from the 1 000"
     )
     print("| sequences | masked positions | RSS with the model loaded | peak during the PLL |")
     print("|---|---|---|---|")
     short = [s for s in pool if len(s) <= 130]
     for n in (args.rss_n, 2 * args.rss_n):
-        loaded, peak = rss_child(str(ckpt), args.rss_dtype, budget, short[:n])
+        loaded, peak = rss_child(str(ckpt), args.rss_dtype, args.batch_tokens, short[:n])
         print(f"| {n} | {n_positions(short[:n])} | {loaded:.0f} MB | {peak:.0f} MB |")
 
     print("\n## targets")

@@ -41,18 +41,26 @@ from ._training import (
     TrainOptions,
     accuracy,
     classification_loss,
-    epoch_batches,
     r2,
     regression_loss,
+    steps_per_epoch,
     train,
 )
 
-__all__ = ["DEFAULT_LEARNING_RATES", "RnaFmClassifier", "RnaFmRegressor"]
+__all__ = [
+    "DEFAULT_HEAD_LEARNING_RATE",
+    "DEFAULT_LEARNING_RATES",
+    "RnaFmClassifier",
+    "RnaFmRegressor",
+]
 
-# learning_rate=None: a rate per training mode (AdamW). The head and the adapters start from
-# scratch (adapters as a zero update) and take large steps; unfrozen pretrained layers small
-# ones, as usual for fine-tuning transformers.
-DEFAULT_LEARNING_RATES = {"head": 1e-3, "lora": 1e-3, "top": 1e-4, "all": 3e-5}
+# learning_rate=None: a rate per training mode (AdamW) for what it trains in the encoder. The
+# adapters start from scratch (as a zero update) and take larger steps than unfrozen
+# pretrained layers, as usual for fine-tuning transformers. The head (standardised input,
+# trained from scratch) takes 1e-2: on frozen features it then matches a converged
+# LogisticRegression within 10-20 epochs (examples/finetune_riboswitch.py, tiny model).
+DEFAULT_LEARNING_RATES = {"lora": 1e-3, "top": 1e-4, "all": 3e-5}
+DEFAULT_HEAD_LEARNING_RATE = 1e-2
 
 # Parameters passed on to the RnaFmEmbedder that computes frozen features and predictions.
 _EMBEDDER_PARAMS = (
@@ -156,12 +164,27 @@ class _RnaFmFineTuner(RnaFmEstimator):
         head = Head(width, n_out, self.head_hidden, generator).to(s.device)
         if previous is not None:
             head.load_state_dict(previous.head)
+        if not float(weights[train_rows].sum()) > 0:
+            raise ValueError(
+                "Every training row has sample_weight 0 (the rows with weight > 0 all fell in "
+                "the validation split): nothing would be learned. Give more rows weight > 0 "
+                "or lower validation_fraction."
+            )
         runner = Runner(base, batch_tokens=s.options.batch_tokens)
         encoder, params = None, {}
         features = None
         if s.spec.mode == "head":
             features = self._frozen_features(s, tokens)
-        else:
+            initial = features.index_select(0, torch.as_tensor(train_rows, device=s.device))
+        elif previous is None:
+            initial = self._frozen_features(s, [tokens[i] for i in train_rows])
+        if previous is None:  # weighted as in the loss: sample weight times class weight
+            row_weights = weights[train_rows]
+            if extra.get("class_weight") is not None:
+                classes = targets[torch.as_tensor(train_rows)]
+                row_weights = row_weights * extra["class_weight"].index_select(0, classes)
+            head.standardize(initial, row_weights)
+        if s.spec.mode != "head":
             encoder, params = trainable_encoder(
                 base,
                 s.spec,
@@ -193,8 +216,10 @@ class _RnaFmFineTuner(RnaFmEstimator):
             score = accuracy
         else:
             loss, score = regression_loss, r2
-        steps = s.options.max_epochs * len(
-            epoch_batches(data.costs, s.options.batch_tokens, np.random.default_rng(0))
+        steps = sum(
+            steps_per_epoch(
+                data.costs, s.options.batch_tokens, s.options.seed, s.options.max_epochs
+            )
         )
         progress = SimpleNamespace(progress=None)
         with self._progress(progress, steps, "step"):
@@ -316,14 +341,19 @@ class _RnaFmFineTuner(RnaFmEstimator):
                 "train='head'."
             )
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        lr = self.learning_rate
-        if lr is None:
-            lr = DEFAULT_LEARNING_RATES[spec.mode]
+        if spec.mode == "head":  # only the head is trained: learning_rate is its rate
+            lr = head_lr = (
+                self.head_learning_rate or self.learning_rate or DEFAULT_HEAD_LEARNING_RATE
+            )
+        else:
+            lr = self.learning_rate or DEFAULT_LEARNING_RATES[spec.mode]
+            head_lr = self.head_learning_rate or DEFAULT_HEAD_LEARNING_RATE
         budget = self.batch_tokens or DEFAULT_BATCH_TOKENS.get(device.type, 4096)
         autocast = None if self.dtype == "float32" else DTYPES[self.dtype]
         options = TrainOptions(
             max_epochs=int(self.max_epochs),
             learning_rate=float(lr),
+            head_learning_rate=float(head_lr),
             weight_decay=float(self.weight_decay),
             warmup_fraction=float(self.warmup_fraction),
             batch_tokens=int(budget),
@@ -353,8 +383,9 @@ class _RnaFmFineTuner(RnaFmEstimator):
         real("lora_alpha", self.lora_alpha, 1e-12, float("inf"), "a positive float")
         self._check_choice("lora_targets", self.lora_targets, tuple(LORA_TARGETS))
         positive_int("max_epochs", self.max_epochs)
-        if self.learning_rate is not None:
-            real("learning_rate", self.learning_rate, 1e-30, float("inf"), "a positive float")
+        for name in ("learning_rate", "head_learning_rate"):
+            if getattr(self, name) is not None:
+                real(name, getattr(self, name), 1e-30, float("inf"), "a positive float or None")
         real("weight_decay", self.weight_decay, 0.0, float("inf"), "a float >= 0")
         real("warmup_fraction", self.warmup_fraction, 0.0, 1.0, "a float in [0, 1)")
         real("validation_fraction", self.validation_fraction, 0.0, 1.0, "a float in [0, 1)")
@@ -513,8 +544,14 @@ _COMMON_DOC = """
     max_epochs : int, default=10
         Passes over the training rows.
     learning_rate : float, optional
-        Peak AdamW learning rate; default by ``train``: head 1e-3, lora 1e-3, top:K 1e-4,
-        all 3e-5.
+        Peak AdamW learning rate of what ``train`` names in the encoder; default by ``train``:
+        lora 1e-3, top:K 1e-4, all 3e-5. With ``train="head"`` it is the head's rate (unless
+        ``head_learning_rate`` is given).
+    head_learning_rate : float, optional
+        Peak AdamW learning rate of the head; default: ``learning_rate`` with
+        ``train="head"``, else 1e-2 (the head starts from scratch, on standardised input:
+        each pooled feature is shifted and scaled by its mean and standard deviation over the
+        training rows before training, as a ``StandardScaler``, and the statistics are kept).
     weight_decay : float, default=0.0
         AdamW weight decay.
     warmup_fraction : float, default=0.1
@@ -606,6 +643,7 @@ class RnaFmClassifier(ClassifierMixin, _RnaFmFineTuner):
         lora_targets: str = "attention",
         max_epochs: int = 10,
         learning_rate: float | None = None,
+        head_learning_rate: float | None = None,
         weight_decay: float = 0.0,
         warmup_fraction: float = 0.1,
         batch_tokens: int | None = None,
@@ -637,6 +675,7 @@ class RnaFmClassifier(ClassifierMixin, _RnaFmFineTuner):
         self.lora_targets = lora_targets
         self.max_epochs = max_epochs
         self.learning_rate = learning_rate
+        self.head_learning_rate = head_learning_rate
         self.weight_decay = weight_decay
         self.warmup_fraction = warmup_fraction
         self.batch_tokens = batch_tokens
@@ -741,6 +780,7 @@ class RnaFmRegressor(RegressorMixin, _RnaFmFineTuner):
         lora_targets: str = "attention",
         max_epochs: int = 10,
         learning_rate: float | None = None,
+        head_learning_rate: float | None = None,
         weight_decay: float = 0.0,
         warmup_fraction: float = 0.1,
         batch_tokens: int | None = None,
@@ -771,6 +811,7 @@ class RnaFmRegressor(RegressorMixin, _RnaFmFineTuner):
         self.lora_targets = lora_targets
         self.max_epochs = max_epochs
         self.learning_rate = learning_rate
+        self.head_learning_rate = head_learning_rate
         self.weight_decay = weight_decay
         self.warmup_fraction = warmup_fraction
         self.batch_tokens = batch_tokens

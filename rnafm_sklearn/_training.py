@@ -36,12 +36,20 @@ __all__ = [
 
 
 class Head(nn.Module):
-    """Linear layer, or a one-hidden-layer MLP (GELU) when ``hidden`` is given."""
+    """Standardised input, then a linear layer, or a one-hidden-layer MLP (GELU) with ``hidden``.
+
+    The input is standardised with fixed statistics (``(x - shift) / scale``, buffers set
+    once by :meth:`standardize` from the training rows' initial features, as a
+    ``StandardScaler`` in front of the head): pooled language-model features share a large
+    common component and vary little around it, which an unscaled head learns slowly.
+    """
 
     def __init__(
         self, in_features: int, out_features: int, hidden: int | None, generator: torch.Generator
     ):
         super().__init__()
+        self.register_buffer("shift", torch.zeros(in_features))
+        self.register_buffer("scale", torch.ones(in_features))
         dims = [in_features] if hidden is None else [in_features, hidden]
         layers: list[nn.Module] = []
         for a, b in zip(dims, [*dims[1:], out_features], strict=True):
@@ -49,8 +57,22 @@ class Head(nn.Module):
             layers.append(nn.GELU())
         self.net = nn.Sequential(*layers[:-1])
 
+    def standardize(self, features: torch.Tensor, weights: torch.Tensor) -> None:
+        """Set the input statistics: per-feature weighted mean and standard deviation.
+
+        Rows count by their ``weights`` (a row of weight 0 changes nothing, as in the loss);
+        a feature that does not vary gets scale 1.
+        """
+        x = features.detach().double()
+        w = weights.detach().double().to(x.device)[:, None] / weights.sum()
+        mean = (x * w).sum(0)
+        std = ((x - mean).square() * w).sum(0).sqrt()
+        std[std <= 1e-12 * (1 + mean.abs())] = 1.0
+        self.shift.copy_(mean)
+        self.scale.copy_(std)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net((x - self.shift) / self.scale)
 
 
 def _init_linear(layer: nn.Linear, generator: torch.Generator) -> nn.Linear:
@@ -145,7 +167,8 @@ class TrainOptions:
     """How to train (resolved by the estimator; see its docstring for each meaning)."""
 
     max_epochs: int
-    learning_rate: float
+    learning_rate: float  # peak rate of the encoder tensors (adapters, unfrozen layers)
+    head_learning_rate: float  # peak rate of the head
     weight_decay: float
     warmup_fraction: float
     batch_tokens: int
@@ -204,13 +227,14 @@ def train(
     ``n_iter_no_change`` epochs that do not beat the best score so far by more than ``tol``
     (scikit-learn's ``MLPClassifier`` rule). AdamW; the learning rate warms up linearly over
     ``warmup_fraction`` of all steps of ``max_epochs``, then decays linearly to zero: the
-    last step of the last epoch runs at ``learning_rate / decay steps``.
+    last step of the last epoch runs at ``learning_rate / decay steps``. The head trains at
+    ``head_learning_rate``, the encoder tensors at ``learning_rate`` (same schedule).
     """
     device = next(head.parameters()).device
-    params = [*head.parameters(), *encoder_params.values()]
-    optimizer = torch.optim.AdamW(
-        params, lr=options.learning_rate, weight_decay=options.weight_decay
-    )
+    groups = [{"params": list(head.parameters()), "lr": options.head_learning_rate}]
+    if encoder_params:
+        groups.append({"params": list(encoder_params.values()), "lr": options.learning_rate})
+    optimizer = torch.optim.AdamW(groups, weight_decay=options.weight_decay)
     budget = options.batch_tokens
     total = max(1, sum(steps_per_epoch(data.costs, budget, options.seed, options.max_epochs)))
     warmup = max(1, round(options.warmup_fraction * total)) if options.warmup_fraction else 0

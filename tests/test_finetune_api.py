@@ -805,3 +805,32 @@ def test_interrupted_fit_leaves_a_fitted_estimator_as_it_was(monkeypatch, warm_s
         assert torch.equal(est._fitted.head[k], v), k
     est.__dict__.pop("_merged", None)  # predictions from the stored tensors, not a cached copy
     np.testing.assert_array_equal(est.predict_proba(SEQS), proba)
+
+
+def test_training_rows_all_of_weight_zero_is_a_named_error(no_training):
+    """One row of weight > 0 and half the rows held out: some seeds put it in validation."""
+    w = np.zeros(24)
+    w[5] = 1.0
+    outcomes = []
+    for seed in range(8):
+        try:
+            clf(validation_fraction=0.5, random_state=seed).fit(SEQS, LABELS, sample_weight=w)
+            outcomes.append("fitted")  # pragma: no cover - no_training fails first
+        except AssertionError:  # no_training: the loop was reached, so the row trains
+            outcomes.append("trains")
+        except ValueError as exc:
+            assert "Every training row has sample_weight 0" in str(exc)
+            assert "lower validation_fraction" in str(exc)
+            outcomes.append("error")
+    assert "error" in outcomes and "trains" in outcomes, outcomes
+
+
+def test_head_input_is_standardised_by_the_training_rows():
+    """The head's input statistics are the (weighted) mean and std of the frozen features."""
+    w = np.linspace(0.5, 2.0, 24)
+    est = clf().fit(SEQS, LABELS, sample_weight=w)
+    features = RnaFmEmbedder(model=MODEL, progress=False).transform(SEQS).astype(np.float64)
+    mean = np.average(features, axis=0, weights=w)
+    std = np.sqrt(np.average((features - mean) ** 2, axis=0, weights=w))
+    np.testing.assert_allclose(est._fitted.head["shift"].numpy(), mean, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(est._fitted.head["scale"].numpy(), std, rtol=1e-5)

@@ -32,6 +32,7 @@ to show that memory follows the batch budget, not the number of sequences.
 
     python benchmarks/scoring.py            # ~12 min on 2 quiet cores (28 min on a busy one)
     python benchmarks/scoring.py --quick    # ~2 min
+    python benchmarks/scoring.py --threads 1   # CPU-time ratios robust to other processes
 """
 
 from __future__ import annotations
@@ -247,7 +248,17 @@ def main(argv=None) -> int:
     )
     p.add_argument("--rss-n", type=int, default=4, help="n of the n / 2n memory check")
     p.add_argument("--rss-dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for every implementation (default: torch's). 1 thread keeps the "
+        "CPU-time ratios honest on a shared machine: no thread spins at a barrier waiting "
+        "for a core that another process holds",
+    )
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.rounds, args.pll_rounds, args.pll_subset, args.rss_n = 1, 1, "1,1,0", 2
     per_family = [int(k) for k in args.pll_subset.split(",")]

@@ -7,9 +7,11 @@ weights) with the official ``rna-fm`` package in the official checkpoint layout,
   float32 / bfloat16: each configuration in a fresh process (so that its peak RSS is its
   own) fits ``RnaFmClassifier`` for ``--epochs`` epochs on ``--n`` real Rfam sequences
   (their family as the label) and reports sequence tokens per second of the whole fit
-  (forward + backward; for ``head`` the one frozen forward pass per sequence and the head's
-  epochs), the time of one epoch after the first (``all``/``top``/``lora``: the steady
-  state), and the peak RSS (and the RSS once the model is loaded, for reference).
+  (for ``head`` the one frozen forward pass per sequence and the head's epochs; otherwise
+  also the one frozen pass over the training rows that sets the head's input statistics),
+  the steady-state training rate (sequence tokens per second of one epoch after the first:
+  forward + backward + optimizer step), and the peak RSS (and the RSS once the model is
+  loaded, for reference).
 * **Prediction after a LoRA fit vs RnaFmEmbedder**: in one process, a LoRA classifier fitted
   for one epoch, then ``clf.predict(X)`` and ``RnaFmEmbedder().transform(X)`` on the same
   sequences, interleaved for ``--rounds`` rounds; medians and the ratio (target: within 10 %,
@@ -161,10 +163,12 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             row = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(row)
+            steady = row["tokens"] / row["epoch_s"] if row["mode"] != "head" else float("nan")
             print(
-                f"train={row['mode']:<6} {row['dtype']:<9} {row['tokens_per_s']:8.0f} tok/s "
-                f"(fit {row['fit_s']:6.1f} s, steady epoch {row['epoch_s']:6.1f} s)  "
-                f"RSS loaded {row['rss_loaded_mb']:6.0f} MB, peak {row['rss_peak_mb']:6.0f} MB",
+                f"train={row['mode']:<6} {row['dtype']:<9} epoch {row['epoch_s']:5.1f} s = "
+                f"{steady:6.0f} tok/s (fwd+bwd); whole fit {row['fit_s']:5.1f} s = "
+                f"{row['tokens_per_s']:5.0f} tok/s; RSS loaded {row['rss_loaded_mb']:5.0f} MB, "
+                f"peak {row['rss_peak_mb']:5.0f} MB",
                 flush=True,
             )
     for dtype in DTYPES:

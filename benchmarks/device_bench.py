@@ -17,8 +17,12 @@ GPU's measured matrix-multiply limit at the FFN shape (``torch.matmul`` of (toke
 the largest difference to the official output and each implementation's peak GPU memory
 (``torch.cuda.max_memory_allocated``, reset before each one's timed runs).
 
-    python benchmarks/device_bench.py            # ~1-2 min on one H100
-    python benchmarks/device_bench.py --quick    # ~30 s
+Then a batch-budget sweep of ours in bf16 (tokens/s and peak memory per ``batch_tokens``) and
+the fine-tuning cost on the GPU (``RnaFmClassifier`` head / lora / all, fp32 and bf16, one
+epoch, tokens/s of the whole fit and peak memory).
+
+    python benchmarks/device_bench.py            # ~2-3 min on one H100 (estimated)
+    python benchmarks/device_bench.py --quick    # ~1 min
 """
 
 from __future__ import annotations
@@ -150,7 +154,54 @@ def main(argv=None) -> int:
         f"weights), largest peak above it {max(peaks.values()) / 2**20:.0f} MiB "
         f"(torch.cuda.max_memory_allocated)"
     )
+    budget_sweep(str(ckpt), seqs, tokens, quick=args.quick)
+    finetune_rates(str(ckpt), seqs[: 64 if args.quick else 256])
     return 0
+
+
+def budget_sweep(ckpt: str, seqs: list[str], tokens: int, *, quick: bool) -> None:
+    """bf16 tokens/s and peak memory per ``batch_tokens`` (the default is 32768 on CUDA)."""
+    print("\n## batch budget, ours bf16 (one timed run each after a warm-up)")
+    print("| batch_tokens | tokens/s | peak GPU MiB above the weights |")
+    print("|---|---|---|")
+    for budget in (8192, 32768) if quick else (8192, 16384, 32768, 65536, 131072):
+        e = RnaFmEmbedder(
+            model=ckpt, device=DEVICE, dtype="bfloat16", batch_tokens=budget, progress=False
+        )
+        e.transform(seqs[:16])
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        resident = torch.cuda.memory_allocated()
+        t = time.perf_counter()
+        e.transform(seqs)
+        seconds = time.perf_counter() - t
+        peak = (torch.cuda.max_memory_allocated() - resident) / 2**20
+        print(f"| {budget} | {tokens / seconds:.0f} | {peak:.0f} |")
+
+
+def finetune_rates(ckpt: str, seqs: list[str]) -> None:
+    """Training tokens/s (forward + backward + step) of RnaFmClassifier on the GPU, one epoch."""
+    from rnafm_sklearn import RnaFmClassifier
+
+    y = [len(s) % 2 for s in seqs]  # any two classes: only the cost is measured
+    tokens = sum(len(s) for s in seqs)
+    print(f"\n## fine-tuning on the GPU: {len(seqs)} sequences, {tokens} nt, 1 epoch")
+    print("| train= | dtype | tokens/s (whole fit) | peak GPU MiB |")
+    print("|---|---|---|---|")
+    for mode in ("head", "lora", "all"):
+        for dtype in ("float32", "bfloat16"):
+            clf = RnaFmClassifier(
+                model=ckpt, train=mode, dtype=dtype, device=DEVICE, max_epochs=1,
+                random_state=0, progress=False,
+            )  # fmt: skip
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            t = time.perf_counter()
+            clf.fit(seqs, y)
+            torch.cuda.synchronize()
+            seconds = time.perf_counter() - t
+            peak = torch.cuda.max_memory_allocated() / 2**20
+            print(f"| {mode} | {dtype} | {tokens / seconds:.0f} | {peak:.0f} |")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ echo "   ${SECONDS}s"
 echo "== tests on CUDA"
 RNAFM_TEST_DEVICE=cuda "$PY" -m pytest -x -q -p no:cacheprovider --durations=5 ${SKIP[@]+"${SKIP[@]}"} \
     tests/test_encoder.py tests/test_embedder.py tests/test_long_sequences.py tests/test_scoring.py \
-    tests/test_kernels_cuda.py
+    tests/test_kernels_cuda.py tests/test_finetune_training.py
 echo "   ${SECONDS}s"
 
 # 3. Throughput and peak GPU memory, official vs ours, interleaved in one process.

@@ -8,7 +8,9 @@ batches under a token budget (padding counted), and each sequence is pooled and 
 soon as its last piece has been computed. Memory is bounded by the batch plus the output.
 
 Pooling runs on the encoder's device, in float32: only the pooled vectors of a batch cross to
-the host (one copy per batch), never its hidden states, except for per-token output.
+the host (one copy per batch), never its hidden states, except for per-token output. From a
+GPU that copy is asynchronous and read one batch later, so the host prepares the next batch
+while the GPU finishes the current one.
 """
 
 from __future__ import annotations
@@ -243,14 +245,31 @@ class Runner:
         """
         width = feature_width(plan, self.encoder.config.hidden_size)
         out = np.empty((len(token_lists), width), np.float32)
-        for finished in self._sequence_states(token_lists, plan, host=False):
-            idx = [i for i, _ in finished]
-            if finished:
-                # pooled on the device; one copy of the batch's rows to the host
-                rows = torch.stack([_pool(*states, plan.poolings) for _, states in finished])
-                out[idx] = rows.reshape(len(idx), width).cpu().numpy()
+        pending: list[tuple[list[int], torch.Tensor | None, Callable[[], None]]] = []
+
+        def deliver() -> None:
+            idx, rows, wait = pending.pop()
+            wait()
+            if rows is not None:
+                out[idx] = rows.numpy()
             if sink is not None:
                 sink(idx, out[idx])
+
+        try:
+            for finished in self._sequence_states(token_lists, plan, host=False):
+                idx = [i for i, _ in finished]
+                rows = None
+                if finished:
+                    # pooled on the device; one copy of the batch's rows to the host
+                    states = [_pool(*states, plan.poolings) for _, states in finished]
+                    rows = torch.stack(states).reshape(len(idx), width)
+                rows, wait = _to_host(rows)
+                if pending:  # the previous batch: its copy overlapped this batch's launch
+                    deliver()
+                pending.append((idx, rows, wait))
+        finally:
+            if pending:  # the last batch, also on an interrupt (the cache keeps it)
+                deliver()
         return out
 
     def per_token(self, token_lists: Sequence[bytes], plan: Plan) -> list[np.ndarray]:
@@ -396,6 +415,26 @@ class Runner:
             if self.progress is not None:
                 self.progress(len(batch))
         return out
+
+
+def _no_wait() -> None:
+    return None
+
+
+def _to_host(rows: torch.Tensor | None) -> tuple[torch.Tensor | None, Callable[[], None]]:
+    """``rows`` on the host, and a function that returns once they have arrived.
+
+    From a CUDA device the copy goes to pinned memory without blocking, so that the host can
+    build and launch the next batch while the GPU finishes this one (the caller waits before
+    reading the rows); elsewhere it is an ordinary copy, complete on return.
+    """
+    if rows is None or rows.device.type != "cuda":
+        return (None if rows is None else rows.cpu()), _no_wait
+    host = torch.empty(rows.shape, dtype=rows.dtype, pin_memory=True)
+    host.copy_(rows, non_blocking=True)
+    done = torch.cuda.Event()
+    done.record()
+    return host, done.synchronize
 
 
 def _pool(

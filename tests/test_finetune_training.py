@@ -492,3 +492,24 @@ def test_warmup_then_linear_decay_to_zero(monkeypatch):
     assert max(rates) == pytest.approx(0.1) and rates[warmup] == pytest.approx(0.1)
     assert min(rates) > 0  # no step wasted at rate 0
     assert reg.n_iter_ == 7
+
+
+@pytest.mark.parametrize("train", ["head", "lora"])
+def test_fit_on_the_test_device_predicts_the_same_on_the_cpu(device, train):
+    """Fit on ``RNAFM_TEST_DEVICE`` (the GPU in benchmarks/device_check.sh), predict on both.
+
+    The training path (unpadded attention with autograd, on-device pooling twin) and the
+    inference path must agree across devices: the same fitted tensors give the same
+    probabilities on the device and on the CPU (fp32; device kernels sum in another order).
+    """
+    rng = np.random.default_rng(3)
+    X = random_rna(rng, 24, 12, 40) + ["ACGU" * 300]  # one windowed sequence (1200 nt)
+    y = [s.count("G") > s.count("C") for s in X]
+    clf = RnaFmClassifier(
+        model=TINY, train=train, device=device, max_epochs=3, long_sequences="window",
+        random_state=0, progress=False, learning_rate=1e-2,
+    ).fit(X, y)  # fmt: skip
+    on_device = clf.predict_proba(X)
+    on_cpu = clf.set_params(device="cpu").predict_proba(X)
+    assert np.isfinite(on_device).all() and len(clf.loss_curve_) == 3
+    np.testing.assert_allclose(on_device, on_cpu, atol=1e-5)

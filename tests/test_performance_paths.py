@@ -80,3 +80,49 @@ def test_pack_batches_respects_the_budget(budget):
     # longest first, and each batch as full as the budget allows
     widths = [max(lengths[i] for i in b) for b in batches]
     assert widths == sorted(widths, reverse=True)
+
+
+def test_host_copies_are_read_one_batch_later_and_the_last_even_on_interrupt(monkeypatch):
+    """Batch k's pooled rows are read (and handed to the sink) after batch k+1 is launched,
+    so that a GPU copy overlaps the next batch; the last batch is delivered on an interrupt too.
+    """
+    import rnafm_sklearn._inference as inference
+
+    encoder = models.get_encoder(MODEL, torch.device("cpu"), torch.float32)
+    seqs = [bytes([4 + i % 4] * 40) for i in range(6)]  # one token kind per row: 6 distinct
+    plan = inference.Plan(layers=(2,), window_stride=511)
+    events = []
+    real_to_host = inference._to_host
+
+    def to_host(rows):
+        host, wait = real_to_host(rows)
+        batch = len([e for e in events if e[0] == "launched"])
+        events.append(("launched", batch))
+        return host, lambda: (wait(), events.append(("read", batch)))
+
+    monkeypatch.setattr(inference, "_to_host", to_host)
+    runner = inference.Runner(encoder, batch_tokens=2 * 42)  # two sequences per batch
+    got = runner.pooled(seqs, plan, sink=lambda idx, rows: events.append(("sink", tuple(idx))))
+    reads = [e for e in events if e[0] != "sink"]
+    assert reads == [
+        ("launched", 0), ("launched", 1), ("read", 0), ("launched", 2), ("read", 1), ("read", 2)
+    ]  # fmt: skip
+    assert sorted(i for e in events if e[0] == "sink" for i in e[1]) == list(range(6))
+    np.testing.assert_array_equal(
+        got, inference.Runner(encoder, batch_tokens=4096).pooled(seqs, plan)
+    )
+
+    # an interrupt while batch 2 computes: batches 0 and 1 still reach the sink (the cache)
+    events.clear()
+    calls = []
+
+    def progress(n):
+        calls.append(n)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    runner.progress = progress
+    sunk = []
+    with pytest.raises(KeyboardInterrupt):
+        runner.pooled(seqs, plan, sink=lambda idx, rows: sunk.extend(idx))
+    assert len(sunk) == 4

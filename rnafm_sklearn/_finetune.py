@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Integral, Number, Real
 from types import SimpleNamespace
 from typing import Any
 
@@ -130,7 +130,8 @@ class _RnaFmFineTuner(RnaFmEstimator):
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Class labels (classifier) or values (regressor).
         sample_weight : array-like of shape (n_samples,), optional
-            Per-row weights of the loss (and of the validation score).
+            Per-row weights of the loss (and of the validation score). Only their ratios
+            count: any finite weights >= 0 with a positive sum.
 
         Returns
         -------
@@ -152,11 +153,13 @@ class _RnaFmFineTuner(RnaFmEstimator):
         targets, extra = self._encode_targets(y, len(tokens))
         weights = _sample_weights(sample_weight, len(tokens))
         previous = self.__dict__.get("_fitted") if self.warm_start else None
-        base = get_encoder(self.model, s.device, torch.float32)
-        fingerprint = weights_fingerprint(base)
+        # train="head" only runs the inference copy (in ``dtype``); the others train float32
+        dtype = DTYPES[self.dtype] if s.spec.mode == "head" else torch.float32
+        base = get_encoder(self.model, s.device, dtype)
+        fingerprint = weights_fingerprint(base)  # of the float32 weights, whatever ``dtype``
         if previous is not None:
             self._check_warm_start(previous, fingerprint, s, extra)
-        train_rows, val_rows = self._split(targets, len(tokens), s.options.seed)
+        train_rows, val_rows = self._split(targets, extra.get("classes_"), s.options.seed)
 
         generator = torch.Generator().manual_seed(s.options.seed)
         width = feature_width(s.plan, s.config.hidden_size)
@@ -298,7 +301,9 @@ class _RnaFmFineTuner(RnaFmEstimator):
             return base
         cache = self.__dict__.setdefault("_merged", {})
         key = (str(device), dtype)
-        if key not in cache:
+        # one lookup, then only the local name: a thread predicting alongside may clear ``cache``
+        encoder = cache.get(key)
+        if encoder is None:
             rank, alpha, _ = fitted.lora
             state = merged_state(base, fitted.encoder, lora_alpha=alpha, lora_rank=rank)
             state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
@@ -307,7 +312,7 @@ class _RnaFmFineTuner(RnaFmEstimator):
                 encoder.pack_for_cpu()
             cache.clear()  # one inference copy per estimator
             cache[key] = encoder
-        return cache[key]
+        return encoder
 
     # ------------------------------------------------------------------------- helpers
     def _embedder(self, *, cache: bool) -> RnaFmEmbedder:
@@ -316,7 +321,11 @@ class _RnaFmFineTuner(RnaFmEstimator):
         return RnaFmEmbedder(**params)
 
     def _frozen_features(self, s: _Settings, tokens: list[bytes]) -> torch.Tensor:
-        """Features of the frozen encoder (``train="head"``): the inference path, cached."""
+        """Features of the frozen encoder, by the inference path and through the cache.
+
+        All of them with ``train="head"``; otherwise the training rows' initial features
+        that set the head's input statistics.
+        """
         runner = self._runner(self._encoder(s.device))
         features = self._embedder(cache=True)._features(runner, s.plan, tokens)
         return torch.from_numpy(features).to(s.device)
@@ -396,13 +405,30 @@ class _RnaFmFineTuner(RnaFmEstimator):
                 raise self._fail(name, "a bool", getattr(self, name))
 
     def _split(
-        self, targets: torch.Tensor, n: int, seed: int
+        self, targets: torch.Tensor, classes: np.ndarray | None, seed: int
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Training and validation rows (``validation_fraction``; stratified for classes)."""
+        """Training and validation rows (``validation_fraction``; stratified for classes).
+
+        ``targets`` are class indices into ``classes`` (classifier) or values (regressor).
+        """
+        n = len(targets)
         rows = np.arange(n)
         if not self.validation_fraction:
             return rows, None
         stratify = targets.numpy() if self._classifier else None
+        if stratify is not None:
+            counts = np.bincount(stratify, minlength=len(classes))
+            rare = np.flatnonzero(counts < 2)
+            if rare.size:
+                shown = ", ".join(
+                    f"class {classes[k].tolist()!r} has {counts[k]} row" for k in rare[:10]
+                )
+                raise ValueError(
+                    f"validation_fraction={self.validation_fraction} holds out rows of every "
+                    f"class (a stratified split), but {shown}{' ...' if rare.size > 10 else ''};"
+                    " each class needs at least 2 rows. Add rows of those classes or set "
+                    "validation_fraction=0 (no validation)."
+                )
         try:
             train_rows, val_rows = train_test_split(
                 rows, test_size=self.validation_fraction, stratify=stratify, random_state=seed
@@ -470,7 +496,26 @@ def _sample_weights(sample_weight: Any, n: int) -> torch.Tensor:
         )
     if not w.sum() > 0:
         raise ValueError("sample_weight sums to zero: at least one row must have weight > 0.")
-    return torch.from_numpy(w.astype(np.float32))
+    # Only ratios count (the loss and the scores are weighted means): relative to the largest,
+    # weights beyond float32's range (1e39, 1e-46) neither overflow nor vanish.
+    return torch.from_numpy((w / w.max()).astype(np.float32))
+
+
+def _first_non_numeric(y: np.ndarray) -> int | None:
+    """Flat index of the first value of ``y`` that is not a number (nor missing), or None.
+
+    ``astype(float)`` would parse ``"0.5"`` and count datetimes in nanoseconds: neither is a
+    regression target a user meant.
+    """
+    if y.dtype.kind in "biuf":
+        return None
+    if y.dtype.kind != "O":  # str, bytes, datetime, timedelta, void
+        return 0 if y.size else None
+    for i, v in enumerate(y.ravel().tolist()):
+        if isinstance(v, bool | Number) or v is None or v is pd.NA:
+            continue
+        return i
+    return None
 
 
 def _check_length(y: np.ndarray, n: int) -> None:
@@ -582,10 +627,12 @@ _COMMON_DOC = """
         As for :class:`RnaFmEmbedder`; long sequences under ``"window"`` are trained on
         their stitched windows.
     dtype : {"float32", "bfloat16", "float16"}, default="float32"
-        ``"bfloat16"``/``"float16"``: mixed-precision training (autocast, float32 weights)
-        and predictions in that precision.
+        ``"bfloat16"``/``"float16"``: mixed-precision training (autocast, float32 weights;
+        ``"float16"``, GPU only, with dynamic loss scaling) and predictions in that precision.
     cache : path, optional
-        Embedding cache for ``train="head"`` (the frozen features); unused otherwise.
+        Embedding cache of the frozen features: all of them with ``train="head"`` (so folds
+        and grid candidates reuse them), otherwise those of the training rows that set the
+        head's input statistics. Predictions after ``train="head"`` read it too.
 """
 
 
@@ -839,17 +886,29 @@ class RnaFmRegressor(RegressorMixin, _RnaFmFineTuner):
     def _encode_targets(self, y: Any, n: int) -> tuple[torch.Tensor, dict[str, Any]]:
         try:
             raw = np.asarray(y)
-            complex_ = np.iscomplexobj(raw) or (
-                raw.dtype == object and any(isinstance(v, complex) for v in raw.ravel())
-            )
-            values = None if complex_ else raw.astype(np.float64)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"y must be numeric for RnaFmRegressor ({exc}).") from None
-        if values is None:
+        if np.iscomplexobj(raw) or (
+            raw.dtype == object and any(isinstance(v, complex) for v in raw.ravel())
+        ):
             raise ValueError(
                 "y must be real: complex values are not supported (the imaginary part would "
                 "be dropped). Pass y.real or abs(y) explicitly."
             )
+        bad = _first_non_numeric(raw)
+        if bad is not None:
+            row = bad // max(1, int(np.prod(raw.shape[1:])))
+            value = raw.ravel()[bad]
+            raise ValueError(
+                f"y must be numeric for RnaFmRegressor, but {row_name(row, None)} is "
+                f"{str(value)!r} ({type(value).__name__}). Convert numbers stored as text with "
+                "y.astype(float); for class labels use RnaFmClassifier."
+            )
+        try:  # bools, ints, floats; None and pd.NA become NaN (named below)
+            values = (np.where(pd.isna(raw), np.nan, raw) if raw.dtype == object else raw)
+            values = values.astype(np.float64)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"y must be numeric for RnaFmRegressor ({exc}).") from None
         _check_length(values, n)
         if values.ndim > 2:
             raise ValueError(f"y has shape {values.shape}: give (n_samples,) or (n, n_outputs).")
@@ -862,8 +921,11 @@ class RnaFmRegressor(RegressorMixin, _RnaFmFineTuner):
                 f"y holds NaN or inf at {row_name(row, None)}; drop or impute those rows."
             )
         two_d = values.reshape(n, -1)
-        mean = two_d.mean(0)
-        scale = two_d.std(0)
+        # mean and std of y / max|y|, scaled back: no overflow for finite y up to 1.8e308
+        peak = np.abs(two_d).max(0)
+        peak[peak == 0] = 1.0
+        mean = (two_d / peak).mean(0) * peak
+        scale = (two_d / peak).std(0) * peak
         scale[scale == 0] = 1.0
         targets = torch.as_tensor((two_d - mean) / scale, dtype=torch.float32)
         return targets, {

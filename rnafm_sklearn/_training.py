@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -24,12 +25,17 @@ from ._encoder import RnaFmEncoder
 from ._inference import Plan, Runner, _pool
 
 __all__ = [
+    "Data",
     "Head",
     "TrainOptions",
     "TrainResult",
+    "accuracy",
+    "classification_loss",
     "epoch_batches",
     "epoch_rng",
     "pooled_features",
+    "r2",
+    "regression_loss",
     "steps_per_epoch",
     "train",
 ]
@@ -229,6 +235,8 @@ def train(
     ``warmup_fraction`` of all steps of ``max_epochs``, then decays linearly to zero: the
     last step of the last epoch runs at ``learning_rate / decay steps``. The head trains at
     ``head_learning_rate``, the encoder tensors at ``learning_rate`` (same schedule).
+    Under float16 autocast the loss is scaled dynamically (``GradScaler``): steps whose
+    gradients overflow are skipped, and still count in the schedule.
     """
     device = next(head.parameters()).device
     groups = [{"params": list(head.parameters()), "lr": options.head_learning_rate}]
@@ -245,6 +253,9 @@ def train(
         return max(0.0, (total - step) / max(1, total - warmup))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    # float16 (unlike bfloat16) has float32's precision but not its range: small gradients
+    # flush to zero unless the loss is scaled up (and steps with inf/NaN gradients skipped)
+    scaler = torch.amp.GradScaler(device.type, enabled=options.autocast == torch.float16)
     result = TrainResult(head={}, encoder={})
     best = -math.inf
     since_best = 0
@@ -258,9 +269,15 @@ def train(
                 out = head(_features(encoder, runner, plan, data, batch, device))
             batch_loss = loss(out.float(), data.targets.index_select(0, idx), w)
             optimizer.zero_grad(set_to_none=True)
-            batch_loss.backward()
-            optimizer.step()
-            scheduler.step()
+            scaler.scale(batch_loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if scaler.is_enabled():  # a skipped first step (inf gradients) is not a misuse
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler", UserWarning)
+                    scheduler.step()
+            else:
+                scheduler.step()
             total_loss += batch_loss.item() * float(w.sum())
             total_weight += float(w.sum())
             if options.progress is not None:

@@ -180,7 +180,7 @@ class _RnaFmFineTuner(RnaFmEstimator):
             features = self._frozen_features(s, tokens)
             initial = features.index_select(0, torch.as_tensor(train_rows, device=s.device))
         elif previous is None:
-            initial = self._frozen_features(s, [tokens[i] for i in train_rows])
+            initial = self._frozen_features(s, [tokens[i] for i in train_rows], base=base)
         if previous is None:  # weighted as in the loss: sample weight times class weight
             row_weights = weights[train_rows]
             if extra.get("class_weight") is not None:
@@ -320,14 +320,21 @@ class _RnaFmFineTuner(RnaFmEstimator):
         params["cache"] = self.cache if cache else None
         return RnaFmEmbedder(**params)
 
-    def _frozen_features(self, s: _Settings, tokens: list[bytes]) -> torch.Tensor:
+    def _frozen_features(
+        self, s: _Settings, tokens: list[bytes], base: RnaFmEncoder | None = None
+    ) -> torch.Tensor:
         """Features of the frozen encoder, by the inference path and through the cache.
 
-        All of them with ``train="head"``; otherwise the training rows' initial features
-        that set the head's input statistics.
+        All of them with ``train="head"``; otherwise (``base``, the float32 training base)
+        the training rows' initial features that set the head's input statistics. Below
+        float32 these come from ``base`` itself, uncached: no second copy of the weights in
+        the estimator's ``dtype`` is loaded for them.
         """
-        runner = self._runner(self._encoder(s.device))
-        features = self._embedder(cache=True)._features(runner, s.plan, tokens)
+        if base is not None and self.dtype != "float32":
+            runner, cache = self._runner(base), False
+        else:
+            runner, cache = self._runner(self._encoder(s.device)), True
+        features = self._embedder(cache=cache)._features(runner, s.plan, tokens)
         return torch.from_numpy(features).to(s.device)
 
     def _settings(self) -> _Settings:
@@ -905,7 +912,7 @@ class RnaFmRegressor(RegressorMixin, _RnaFmFineTuner):
                 "y.astype(float); for class labels use RnaFmClassifier."
             )
         try:  # bools, ints, floats; None and pd.NA become NaN (named below)
-            values = (np.where(pd.isna(raw), np.nan, raw) if raw.dtype == object else raw)
+            values = np.where(pd.isna(raw), np.nan, raw) if raw.dtype == object else raw
             values = values.astype(np.float64)
         except (TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"y must be numeric for RnaFmRegressor ({exc}).") from None

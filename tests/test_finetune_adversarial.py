@@ -315,3 +315,24 @@ def test_interrupt_during_the_frozen_feature_pass(monkeypatch):
     monkeypatch.undo()
     np.testing.assert_array_equal(est.predict_proba(SEQS), expected)
     assert est.n_iter_ == 2
+
+
+def test_lora_fit_in_bfloat16_loads_only_the_float32_training_base(monkeypatch):
+    """The head's input statistics come from the float32 training base: a bfloat16 LoRA fit
+    loaded a bfloat16 copy of the weights only to compute them (the model's memory again)."""
+    import rnafm_sklearn._base as base
+
+    asked = []
+
+    def spy(real):
+        def get(model, device, dtype):
+            asked.append(dtype)
+            return real(model, device, dtype)
+
+        return get
+
+    monkeypatch.setattr(finetune, "get_encoder", spy(finetune.get_encoder))
+    monkeypatch.setattr(base, "get_encoder", spy(base.get_encoder))
+    est = clf(train="lora", dtype="bfloat16").fit(SEQS, LABELS)
+    assert asked and set(asked) == {torch.float32}, asked
+    assert np.isfinite(est._fitted.head["shift"].numpy()).all()

@@ -289,7 +289,8 @@ def train(
             value = _validate(head, encoder, runner, plan, validation, score, options, device)
             result.validation_scores.append(value)
             line += f", validation score {value:.5f}"
-            since_best = since_best + 1 if value < best + options.tol else 0
+            # a NaN score is no improvement (``value < best + tol`` would be False for it)
+            since_best = 0 if value >= best + options.tol else since_best + 1
             if value > best:
                 best, result.best_epoch = value, epoch
                 result.head, result.encoder = _snapshot(head, encoder_params)

@@ -336,3 +336,14 @@ def test_lora_fit_in_bfloat16_loads_only_the_float32_training_base(monkeypatch):
     est = clf(train="lora", dtype="bfloat16").fit(SEQS, LABELS)
     assert asked and set(asked) == {torch.float32}, asked
     assert np.isfinite(est._fitted.head["shift"].numpy()).all()
+
+
+def test_nan_validation_scores_count_as_no_improvement(monkeypatch):
+    """Early stopping stops after n_iter_no_change epochs that score NaN (a NaN compared
+    with the best score is neither better nor worse, and used to reset the patience)."""
+    import rnafm_sklearn._training as training
+
+    scores = iter([0.5] + [float("nan")] * 20)
+    monkeypatch.setattr(training, "_validate", lambda *a, **k: next(scores))
+    est = clf(max_epochs=10, validation_fraction=0.25, n_iter_no_change=2).fit(SEQS, LABELS)
+    assert est.n_iter_ == 3 and est.best_epoch_ == 0

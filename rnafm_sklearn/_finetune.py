@@ -181,12 +181,12 @@ class _RnaFmFineTuner(RnaFmEstimator):
             initial = features.index_select(0, torch.as_tensor(train_rows, device=s.device))
         elif previous is None:
             initial = self._frozen_features(s, [tokens[i] for i in train_rows], base=base)
-        if previous is None:  # weighted as in the loss: sample weight times class weight
-            row_weights = weights[train_rows]
-            if extra.get("class_weight") is not None:
-                classes = targets[torch.as_tensor(train_rows)]
-                row_weights = row_weights * extra["class_weight"].index_select(0, classes)
-            head.standardize(initial, row_weights)
+        # the loss weighs each row by its sample weight times its class weight
+        loss_weights = weights
+        if extra.get("class_weight") is not None:
+            loss_weights = weights * extra["class_weight"].index_select(0, targets)
+        if previous is None:  # statistics weighted as in the loss
+            head.standardize(initial, loss_weights[train_rows])
         if s.spec.mode != "head":
             encoder, params = trainable_encoder(
                 base,
@@ -207,16 +207,15 @@ class _RnaFmFineTuner(RnaFmEstimator):
                 tokens=None if features is not None else [tokens[i] for i in idx],
                 features=None if features is None else features.index_select(0, t),
                 targets=targets.to(s.device).index_select(0, t),
-                weights=weights.to(s.device).index_select(0, t),
+                weights=loss_weights.to(s.device).index_select(0, t),
+                score_weights=weights.to(s.device).index_select(0, t),
                 costs=[_cost(len(tokens[i]), runner.window, s.plan.window_stride) for i in idx],
             )
 
         data = rows(train_rows)
         validation = rows(val_rows) if val_rows is not None else None
         if self._classifier:
-            cw = extra["class_weight"]
-            loss = classification_loss(None if cw is None else cw.to(s.device))
-            score = accuracy
+            loss, score = classification_loss, accuracy
         else:
             loss, score = regression_loss, r2
         steps = sum(

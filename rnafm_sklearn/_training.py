@@ -205,8 +205,9 @@ class Data:
     tokens: Sequence[bytes] | None
     features: torch.Tensor | None
     targets: torch.Tensor  # class indices (long) or standardised values (float, (n, k))
-    weights: torch.Tensor  # per-row loss weights, float32
+    weights: torch.Tensor  # per-row loss weights (sample x class weight), float32
     costs: list[tuple[int, int]]  # (piece width, pieces) per row, for the token budget
+    score_weights: torch.Tensor | None = None  # per-row validation-score weights (default: weights)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -342,7 +343,8 @@ def _validate(
     values = torch.cat([out for _, out in outputs])
     ordered = torch.empty_like(values)
     ordered[order] = values
-    return score(ordered, data.targets, data.weights)
+    weights = data.weights if data.score_weights is None else data.score_weights
+    return score(ordered, data.targets, weights)
 
 
 def _snapshot(
@@ -361,18 +363,10 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 # ------------------------------------------------------------------------- losses, scores
-def classification_loss(
-    class_weight: torch.Tensor | None,
-) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Cross-entropy, each row weighted by its sample weight times its class weight."""
-
-    def loss(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        if class_weight is not None:
-            w = w * class_weight.index_select(0, y)
-        per_row = F.cross_entropy(logits, y, reduction="none")
-        return (per_row * w).sum() / w.sum().clamp_min(1e-12)
-
-    return loss
+def classification_loss(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Weighted mean cross-entropy over rows (class weights are folded into ``w``)."""
+    per_row = F.cross_entropy(logits, y, reduction="none")
+    return (per_row * w).sum() / w.sum().clamp_min(1e-12)
 
 
 def regression_loss(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -347,3 +347,19 @@ def test_nan_validation_scores_count_as_no_improvement(monkeypatch):
     monkeypatch.setattr(training, "_validate", lambda *a, **k: next(scores))
     est = clf(max_epochs=10, validation_fraction=0.25, n_iter_no_change=2).fit(SEQS, LABELS)
     assert est.n_iter_ == 3 and est.best_epoch_ == 0
+
+
+def test_epoch_loss_counts_class_weights_like_sample_weights():
+    """loss_curve_ is the epoch's weighted mean loss: class_weight='balanced' and the same
+    weights given per row report the same curve (batch means were summed by sample weight,
+    ignoring class weights)."""
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    y = np.array(["a"] * 3 + ["b"] * 9)
+    kw = {"max_epochs": 3, "batch_tokens": 128}  # several batches per epoch
+    balanced = clf(class_weight="balanced", **kw).fit(SEQS, y)
+    per_row = clf(**kw).fit(SEQS, y, sample_weight=compute_sample_weight("balanced", y))
+    np.testing.assert_allclose(balanced.loss_curve_, per_row.loss_curve_, rtol=1e-5)
+    np.testing.assert_allclose(
+        balanced.predict_proba(SEQS), per_row.predict_proba(SEQS), atol=1e-5
+    )

@@ -431,9 +431,9 @@ def _to_host(rows: torch.Tensor | None) -> tuple[torch.Tensor | None, Callable[[
     if rows is None or rows.device.type != "cuda":
         return (None if rows is None else rows.cpu()), _no_wait
     host = torch.empty(rows.shape, dtype=rows.dtype, pin_memory=True)
-    host.copy_(rows, non_blocking=True)
+    host.copy_(rows, non_blocking=True)  # queued on the current stream of rows' device
     done = torch.cuda.Event()
-    done.record()
+    done.record(torch.cuda.current_stream(rows.device))  # that stream, not the current device's
     return host, done.synchronize
 
 

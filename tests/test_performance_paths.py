@@ -126,3 +126,38 @@ def test_host_copies_are_read_one_batch_later_and_the_last_even_on_interrupt(mon
     with pytest.raises(KeyboardInterrupt):
         runner.pooled(seqs, plan, sink=lambda idx, rows: sunk.extend(idx))
     assert len(sunk) == 4
+
+
+def test_the_host_copy_waits_on_the_stream_of_the_rows_device(monkeypatch):
+    """With the encoder on cuda:1 while cuda:0 is current, the copy runs on cuda:1's stream:
+    the event must be recorded there, or the rows are read before they have arrived."""
+    import rnafm_sklearn._inference as inference
+
+    class Rows:  # stands in for a float32 tensor on cuda:1
+        device, shape, dtype = torch.device("cuda", 1), (2, 3), torch.float32
+
+    class Host:
+        def copy_(self, src, non_blocking=False):
+            copies.append((src.device, non_blocking))
+            return self
+
+    class Event:
+        def record(self, stream=None):
+            # no stream: torch records on the current stream of the *current* device
+            recorded.append(stream if stream is not None else current_stream())
+
+        def synchronize(self):
+            pass
+
+    def current_stream(device=None):
+        return ("stream of", torch.device(device if device is not None else "cuda:0"))
+
+    copies, recorded = [], []
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: Host())
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "current_stream", current_stream)
+    host, wait = inference._to_host(Rows())
+    monkeypatch.undo()
+    assert isinstance(host, Host) and copies == [(torch.device("cuda", 1), True)]
+    assert recorded == [("stream of", torch.device("cuda", 1))]
+    assert isinstance(getattr(wait, "__self__", None), Event)  # its synchronize, not a no-op

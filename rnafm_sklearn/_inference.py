@@ -241,7 +241,9 @@ class Runner:
         """Pooled features, ``(n_sequences, n_layer_groups * len(poolings) * hidden)``.
 
         ``sink(indices, rows)`` is called after every batch with the sequences it completed
-        (e.g. to commit them to a cache before the next batch runs).
+        (e.g. to commit them to a cache): before the next batch runs, except from a GPU,
+        whose rows are copied asynchronously and handed over once the next batch has been
+        launched (the last batch also on an interrupt).
         """
         width = feature_width(plan, self.encoder.config.hidden_size)
         out = np.empty((len(token_lists), width), np.float32)
@@ -267,6 +269,8 @@ class Runner:
                 if pending:  # the previous batch: its copy overlapped this batch's launch
                     deliver()
                 pending.append((idx, rows, wait))
+                if wait is _no_wait:  # already on the host (CPU, MPS): no reason to wait
+                    deliver()
         finally:
             if pending:  # the last batch, also on an interrupt (the cache keeps it)
                 deliver()

@@ -161,3 +161,17 @@ def test_the_host_copy_waits_on_the_stream_of_the_rows_device(monkeypatch):
     assert isinstance(host, Host) and copies == [(torch.device("cuda", 1), True)]
     assert recorded == [("stream of", torch.device("cuda", 1))]
     assert isinstance(getattr(wait, "__self__", None), Event)  # its synchronize, not a no-op
+
+
+def test_on_the_cpu_each_batch_reaches_the_sink_before_the_next_batch_runs():
+    """Only an asynchronous (GPU) copy is read one batch later: on the CPU the rows are on the
+    host at once, and the cache commits each batch before the next one is computed."""
+    from rnafm_sklearn._inference import Plan, Runner
+
+    encoder = models.get_encoder(MODEL, torch.device("cpu"), torch.float32)
+    seqs = [bytes([4 + i % 4] * 40) for i in range(6)]
+    events = []
+    runner = Runner(encoder, batch_tokens=2 * 42, progress=lambda n: events.append("computed"))
+    plan = Plan(layers=(2,), window_stride=511)
+    runner.pooled(seqs, plan, sink=lambda idx, rows: events.append("sunk"))
+    assert events == ["computed", "sunk"] * 3

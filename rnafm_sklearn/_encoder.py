@@ -31,6 +31,8 @@ logger = logging.getLogger("rnafm_sklearn")
 _MASK_RATIO_TRAIN = 0.15 * 0.8
 # Set once the first packed oneDNN product has failed at run time (warn once per process).
 _FALLBACK_WARNED = False
+# Set once the unpadded CUDA attention has failed at run time (padded attention from then on).
+_VARLEN_FAILED = False
 
 
 @dataclass(frozen=True)
@@ -275,8 +277,30 @@ def attention(qkv: torch.Tensor, layout: _Layout, num_heads: int) -> torch.Tenso
         if qkv.dtype == torch.bfloat16 and not qkv.requires_grad:
             return cpu_kernels.attention_bf16_cpu(qkv, layout.segments, num_heads)
         return cpu_kernels.attention_sdpa_cpu(qkv, layout.segments, num_heads)
-    if cuda_kernels.supported(qkv, num_heads):
-        return cuda_kernels.attention_varlen(qkv, layout.segments, layout.n, num_heads)
+    return _attention_on_device(qkv, layout, num_heads)
+
+
+def _attention_on_device(qkv: torch.Tensor, layout: _Layout, num_heads: int) -> torch.Tensor:
+    """:func:`attention` off the CPU: the varlen kernel where it applies, else the padded call.
+
+    Should the varlen call fail for another reason than memory (e.g. a fused kernel that
+    declines inputs :func:`~rnafm_sklearn._kernels_cuda.supported` accepted: "No viable
+    backend"), this batch and every later one use the padded call (one warning per process).
+    """
+    global _VARLEN_FAILED
+    if not _VARLEN_FAILED and cuda_kernels.supported(qkv, num_heads):
+        try:
+            return cuda_kernels.attention_varlen(qkv, layout.segments, layout.n, num_heads)
+        except RuntimeError as exc:
+            if _is_out_of_memory(exc):
+                raise  # the caller's out-of-memory handling decides
+            _VARLEN_FAILED = True
+            logger.warning(
+                "The variable-length attention kernel failed (%s: %s); attention uses the "
+                "padded batch with a mask from now on (same results, slower).",
+                type(exc).__name__,
+                str(exc).partition("\n")[0],
+            )
     return _attention_padded(qkv, layout, num_heads)
 
 
@@ -374,6 +398,15 @@ def _attention_at(
     return out
 
 
+def _queries_per_sequence(qkv: torch.Tensor) -> bool:
+    """Whether :func:`_last_layer_at` computes attention for the read-out rows only.
+
+    On the CPU (cost follows the work); on a GPU a loop over sequences costs a launch and a
+    host-to-device index copy per sequence, so attention runs for all rows there.
+    """
+    return qkv.device.type == "cpu"
+
+
 def _last_layer_at(
     layer: _Layer, x: torch.Tensor, layout: _Layout, rows: torch.Tensor, seqs: list[int]
 ) -> torch.Tensor:
@@ -386,7 +419,10 @@ def _last_layer_at(
     """
     attn = layer.self_attn
     qkv = attn.qkv_proj(layer.self_attn_layer_norm(x))
-    y = _attention_at(qkv, layout, rows, seqs, attn.num_heads)
+    if _queries_per_sequence(qkv):
+        y = _attention_at(qkv, layout, rows, seqs, attn.num_heads)
+    else:  # a GPU: one batched kernel beats a small launch (and index copy) per sequence
+        y = attention(qkv, layout, attn.num_heads).index_select(0, rows)
     m = len(seqs)
     extra = cpu_kernels.bucketed(m) - m
     if extra:  # zero rows, dropped below

@@ -183,3 +183,45 @@ def test_the_cuda_kernels_module_imports_torch_only():
                  if isinstance(n, ast.ImportFrom) and n.level == 0}  # fmt: skip
     relative = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level > 0]
     assert imported <= {"__future__", "functools", "inspect", "torch"} and not relative
+
+
+def test_a_failing_varlen_kernel_falls_back_to_the_padded_call(monkeypatch, caplog):
+    """A fused kernel that declines inputs supported() accepted ("No viable backend") must
+    not crash the forward pass: padded attention from then on, one warning per process."""
+    import logging
+
+    import rnafm_sklearn._encoder as enc
+
+    lengths = [9, 3, 14]
+    pad = torch.arange(14)[None, :] >= torch.tensor(lengths)[:, None]
+    layout = enc._Layout(pad)
+    qkv = torch.randn(layout.rows, 3 * 32, generator=torch.Generator().manual_seed(1))
+    calls = []
+
+    def broken(*args):
+        calls.append(1)
+        raise RuntimeError("No viable backend for scaled_dot_product_attention was found.")
+
+    monkeypatch.setattr(enc, "_VARLEN_FAILED", False)
+    monkeypatch.setattr(enc.cuda_kernels, "supported", lambda qkv, num_heads: True)
+    monkeypatch.setattr(enc.cuda_kernels, "attention_varlen", broken)
+    want = enc._attention_padded(qkv, layout, 4)
+    with caplog.at_level(logging.WARNING, logger="rnafm_sklearn"):
+        first = enc._attention_on_device(qkv, layout, 4)
+        second = enc._attention_on_device(qkv, layout, 4)
+    torch.testing.assert_close(first, want)
+    torch.testing.assert_close(second, want)
+    assert len(calls) == 1  # not retried once it failed
+    assert caplog.text.count("variable-length attention kernel failed") == 1
+    assert "No viable backend" in caplog.text
+
+    # out of memory is not the kernel's fault: it propagates (the batch is halved upstream)
+    monkeypatch.setattr(enc, "_VARLEN_FAILED", False)
+
+    def oom(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(enc.cuda_kernels, "attention_varlen", oom)
+    with pytest.raises(torch.OutOfMemoryError):
+        enc._attention_on_device(qkv, layout, 4)
+    assert enc._VARLEN_FAILED is False

@@ -594,3 +594,21 @@ def test_pseudo_likelihood_runs_in_bounded_chunks(monkeypatch):
     chunked = RnaFmLikelihood(model=str(TINY_PTH), progress=False).fit_transform(seqs)
     assert sizes == [3, 3, 1]
     np.testing.assert_allclose(chunked, whole, atol=1e-6)
+
+
+def test_logits_at_with_all_row_attention_as_on_a_gpu(monkeypatch):
+    """Off the CPU the read-out layer runs attention for all rows and picks the read-out
+    ones (one batched kernel instead of a launch per sequence): same logits."""
+    import rnafm_sklearn._encoder as enc
+
+    encoder = load_model(TINY_PTH)
+    ids, at = _read_out_batch(encoder)
+    with torch.inference_mode():
+        per_sequence = encoder.logits(ids, at)
+        monkeypatch.setattr(enc, "_queries_per_sequence", lambda qkv: False)
+        calls = []
+        real = enc._attention_at
+        monkeypatch.setattr(enc, "_attention_at", lambda *a: calls.append(1) or real(*a))
+        all_rows = encoder.logits(ids, at)
+    assert not calls  # the per-sequence path was not taken
+    assert (all_rows - per_sequence).abs().max() <= 1e-6

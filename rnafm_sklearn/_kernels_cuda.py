@@ -27,7 +27,8 @@ __all__ = ["attention_varlen", "supported"]
 def _jagged_constructor():
     """``torch.nested.nested_tensor_from_jagged`` if it takes the lengths' bounds, else None.
 
-    The bounds (``min_seqlen``/``max_seqlen``; torch 2.13 has them) spare the kernels a
+    The bounds (``min_seqlen``/``max_seqlen``; probed, not assumed: without them the
+    varlen path is off and ``supported`` is False) spare the kernels a
     device-to-host copy of the longest length in every layer.
     """
     make = getattr(torch.nested, "nested_tensor_from_jagged", None)

@@ -57,8 +57,8 @@ from throughput import linear_flops_per_token, matmul_rate
 
 from rnafm_sklearn import RnaFmLikelihood, read_fasta, score_variants
 from rnafm_sklearn._embedder import DEFAULT_BATCH_TOKENS
+from rnafm_sklearn._lm import MASKED_BATCH_TOKENS_BF16_CPU
 from rnafm_sklearn._mutations import all_single_mutants
-from rnafm_sklearn._scoring import MASKED_BATCH_TOKENS_BF16_CPU
 
 ROOT = Path(__file__).resolve().parents[1]
 NUCLEOTIDES = "ACGU"

@@ -25,7 +25,7 @@ from ._cache import EmbeddingCache
 from ._encoder import RnaFmConfig
 from ._family import family
 from ._inference import Plan, Runner, feature_width, n_windows
-from ._lm import LogProbs, missing_head_message
+from ._lm import LogProbs, masked_batch_tokens, missing_head_message
 from ._models import weights_fingerprint
 
 __all__ = [
@@ -291,7 +291,8 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
         if runner.encoder.lm_head is None:
             raise ValueError(missing_head_message(self.model))
         tokens, _ = self._tokens(X, config)
-        lp = LogProbs(runner, get_alphabet(config.alphabet), plan.window_stride)
+        budget = masked_batch_tokens(self.batch_tokens, runner.encoder)
+        lp = LogProbs(runner, get_alphabet(config.alphabet), plan.window_stride, budget)
         unique, inverse = _deduplicate(tokens)
         if not masked:
             passes = lp.n_unmasked_passes(unique)

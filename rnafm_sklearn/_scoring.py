@@ -22,7 +22,7 @@ from ._base import RnaFmEstimator, _among, _as_sequences, select_column
 from ._cache import EmbeddingCache
 from ._encoder import RnaFmConfig
 from ._family import family
-from ._lm import LogProbs, missing_head_message
+from ._lm import LogProbs, masked_batch_tokens, missing_head_message
 from ._models import weights_fingerprint
 from ._mutations import Variant, apply, mutations_from_mutant, parse_mutations
 
@@ -31,12 +31,6 @@ __all__ = ["METHODS", "RnaFmLikelihood", "RnaFmVariantScorer", "score_variants"]
 METHODS = ("wt-marginal", "masked-marginal", "mutant-marginal", "pseudo-likelihood")
 KINDS = ("pseudo", "unmasked", "both")
 _CHUNK = 64  # sequences per chunk of pseudo-likelihoods (and per cache commit)
-# Token budget of the masked passes in bfloat16 on the CPU when ``batch_tokens`` is left at
-# None (other passes keep the library's default). Masked passes of one wild type are copies of
-# the same length; bfloat16 matrix products gain from more rows per product: per masked
-# 118-token copy, 2048 tokens took 0.76x the time of 1024 (4096: 0.74x; float32: no gain),
-# minimum of 12 paired runs on 2 cores. Memory: ~21 MB per layer activation at 2048 rows.
-MASKED_BATCH_TOKENS_BF16_CPU = 2048
 
 
 class _Scoring(RnaFmEstimator):
@@ -55,15 +49,9 @@ class _Scoring(RnaFmEstimator):
         encoder = self._encoder(device)
         if encoder.lm_head is None:
             raise ValueError(missing_head_message(self.model))
-        masked_budget = None
-        if (
-            self.batch_tokens is None
-            and device.type == "cpu"
-            and encoder.embed_tokens.weight.dtype == torch.bfloat16
-        ):
-            masked_budget = MASKED_BATCH_TOKENS_BF16_CPU
         alphabet = get_alphabet(encoder.config.alphabet)
-        return LogProbs(self._runner(encoder), alphabet, stride, masked_budget)
+        budget = masked_batch_tokens(self.batch_tokens, encoder)
+        return LogProbs(self._runner(encoder), alphabet, stride, budget)
 
 
 class RnaFmLikelihood(TransformerMixin, _Scoring):

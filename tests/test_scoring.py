@@ -465,6 +465,11 @@ def test_bf16_masked_passes_on_the_cpu_use_a_larger_default_budget(passes, dtype
     seq = random_rna(100, 23)
     RnaFmLikelihood(model=str(TINY_PTH), dtype=dtype, batch_tokens=batch_tokens, device="cpu", progress=False).fit_transform([seq])
     assert passes["rows"] == 100 and passes["batches"] == n_batches
+    # the embedder's per-position masked log-probabilities follow the same rule
+    passes["rows"] = passes["batches"] = 0
+    emb = RnaFmEmbedder(model=str(TINY_PTH), dtype=dtype, batch_tokens=batch_tokens, device="cpu", progress=False)
+    emb.transform_logits([seq], masked=True)
+    assert passes["rows"] == 100 and passes["batches"] == n_batches
 
 
 def test_all_single_mutants_cost_one_pass_per_position(passes):

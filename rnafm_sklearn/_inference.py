@@ -15,7 +15,6 @@ while the GPU finishes the current one.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -203,14 +202,16 @@ class Runner:
         pieces: list[_Piece],
         token_lists: Sequence[bytes],
         compute: Callable[[torch.Tensor], torch.Tensor],
+        budget: int | None = None,
     ) -> Iterator[tuple[list[_Piece], torch.Tensor]]:
-        """Yield ``(batch, compute(ids))`` for length-sorted batches under the token budget.
+        """Yield ``(batch, compute(ids))`` for length-sorted batches under the token budget
+        (``budget``, default the runner's ``batch_tokens``).
 
         On out-of-memory the batch is halved and retried (down to single pieces).
         """
         queue = [
             [pieces[i] for i in idx]
-            for idx in pack_batches([p.n + 2 for p in pieces], self.batch_tokens)
+            for idx in pack_batches([p.n + 2 for p in pieces], budget or self.batch_tokens)
         ]
         queue.reverse()  # pop() from the end: longest batches first
         while queue:
@@ -394,10 +395,6 @@ class Runner:
         through the last layer and the head. The caller deduplicates sites: every site given
         here costs one pass.
         """
-        runner = self
-        if batch_tokens is not None and batch_tokens != self.batch_tokens:
-            runner = copy.copy(self)  # same encoder and progress, another budget
-            runner.batch_tokens = batch_tokens
         owners: dict[int, list[tuple[int, int, int]]] = {}
         pieces, slot = [], {}
         for k, (i, pos) in enumerate(sites):
@@ -413,7 +410,7 @@ class Runner:
             pieces.append(piece)
         out = np.empty((len(sites), len(columns)), np.float32)
         compute = self._log_probs(columns, masked=True)
-        for batch, lp in runner._batches(pieces, token_lists, compute):
+        for batch, lp in self._batches(pieces, token_lists, compute, batch_tokens):
             for row, p in enumerate(batch):
                 out[slot[id(p)]] = lp[row].numpy()  # the row of its <mask>
             if self.progress is not None:

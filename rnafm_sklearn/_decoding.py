@@ -64,7 +64,9 @@ def _candidates(
         or not isinstance(min_loop_length, (int, np.integer))
         or min_loop_length < 0
     ):
-        raise ValueError(f"min_loop_length must be a non-negative integer, got {min_loop_length!r}.")
+        raise ValueError(
+            f"min_loop_length must be a non-negative integer, got {min_loop_length!r}."
+        )
     mask = np.triu(p > threshold, k=int(min_loop_length) + 1)  # j - i - 1 >= min_loop_length
     i, j = np.nonzero(mask)
     if canonical_only and len(i):
@@ -125,7 +127,7 @@ def decode_greedy(
     used = [False] * len(sequence)
     kept: list[tuple[int, int]] = []
     free = len(sequence)
-    for a, b in zip(i[order].tolist(), j[order].tolist()):
+    for a, b in zip(i[order].tolist(), j[order].tolist(), strict=True):
         if not (used[a] or used[b]):
             used[a] = used[b] = True
             kept.append((a, b))

@@ -122,9 +122,7 @@ def test_upper_triangular_maps_decode_like_their_symmetric_version(decode):
     rng = np.random.default_rng(3)
     p = random_map(rng, 30)
     seq = random_seq(rng, 30)
-    assert np.array_equal(
-        decode(np.triu(p), seq, threshold=0.6), decode(p, seq, threshold=0.6)
-    )
+    assert np.array_equal(decode(np.triu(p), seq, threshold=0.6), decode(p, seq, threshold=0.6))
 
 
 @pytest.mark.parametrize("decode", [decode_greedy, decode_nested])
@@ -172,9 +170,7 @@ def test_nested_is_the_brute_force_optimum(distinct):
         p, seq = random_map(rng, n, distinct=distinct), random_seq(rng, n)
         threshold = float(rng.choice([0.0, 0.25, 0.5, 0.7]))
         mll = int(rng.integers(0, 4))
-        cands = [
-            (i, j) for i in range(n) for j in range(i + mll + 1, n) if p[i, j] > threshold
-        ]
+        cands = [(i, j) for i in range(n) for j in range(i + mll + 1, n) if p[i, j] > threshold]
         if len(cands) > 14:
             cands = cands[:0]  # keep the enumeration small; the empty set is a case too
             threshold = 2.0

@@ -214,3 +214,12 @@ def test_duplicates_are_independent_arrays_in_input_order(seqs):
 def test_progress_counts_sequences(seqs, capsys):
     RnaFmEmbedder(model=str(TINY_PTH), progress=True).transform_attention(seqs[:3], layers=1)
     assert "3/3" in capsys.readouterr().err
+
+
+def test_bfloat16_maps_are_float32_and_close(seqs):
+    ref = emb(TINY_PTH).transform_attention(seqs[:3], layers=-1)
+    got = emb(TINY_PTH, dtype="bfloat16").transform_attention(seqs[:3], layers=-1)
+    for r, g in zip(ref, got, strict=True):
+        assert g.dtype == np.float32
+        err = np.abs(g - r).max() / np.abs(r).max()
+        assert 0 < err < 1e-2  # bfloat16 keeps ~3 significant digits; 0 would mean float32 ran

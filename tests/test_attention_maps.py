@@ -223,3 +223,15 @@ def test_bfloat16_maps_are_float32_and_close(seqs):
         assert g.dtype == np.float32
         err = np.abs(g - r).max() / np.abs(r).max()
         assert 0 < err < 1e-2  # bfloat16 keeps ~3 significant digits; 0 would mean float32 ran
+
+
+def test_one_and_two_nucleotides_match_official(seqs):
+    batch = ["A", "GC", "ACG", seqs[0][:50]]
+    att, con = official_maps(TINY_PTH, batch)
+    est = emb(TINY_PTH)
+    maps, contacts = est.transform_attention(batch), est.transform_contacts(batch)
+    for i, s in enumerate(batch):
+        L = len(s)
+        assert contacts[i].shape == (L, L)
+        np.testing.assert_allclose(maps[i], att[i, :, :, 1 : L + 1, 1 : L + 1], atol=TOL, rtol=0)
+        np.testing.assert_allclose(contacts[i], con[i, :L, :L], atol=TOL, rtol=0)

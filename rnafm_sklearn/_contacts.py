@@ -68,12 +68,18 @@ def _nucleotides(weights: torch.Tensor) -> torch.Tensor:
     return weights[:, 1 : n - 1, 1 : n - 1]
 
 
-def _apc(x: torch.Tensor) -> torch.Tensor:
-    """Average product correction of each ``(L, L)`` map in ``x`` (``(C, L, L)``)."""
-    row = x.sum(-1, keepdim=True)
-    col = x.sum(-2, keepdim=True)
-    total = x.sum((-1, -2), keepdim=True)
-    return x - row * col / total
+def _weighted_apc(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``sum_h w[h] * APC(a[h] + a[h]^T)``, ``(L, L)``, from maps ``a`` ``(H, L, L)``.
+
+    APC (average product correction) of a map ``s``: ``s - rows * cols / total``. Here ``s =
+    a + a^T`` is symmetric, so its row and column sums are both ``r = a.sum(-1) + a.sum(-2)``,
+    and the weighted sum splits into ``m + m^T - sum_h (w[h] / t[h]) r[h] r[h]^T`` with ``m =
+    sum_h w[h] a[h]``: three reads of ``a`` and no ``(H, L, L)`` temporary.
+    """
+    m = torch.einsum("h,hij->ij", w, a)
+    r = a.sum(-1) + a.sum(-2)  # (H, L)
+    t = r.sum(-1, keepdim=True)  # (H, 1)
+    return m + m.T - (r * (w[:, None] / t)).T @ r
 
 
 def _segments(ids: torch.Tensor, padding_idx: int) -> list[int]:
@@ -143,12 +149,12 @@ def contact_maps(encoder: RnaFmEncoder, ids: torch.Tensor) -> list[np.ndarray]:
     sums: list[torch.Tensor | None] = [None] * ids.shape[0]
 
     def probe_for(k: int):
-        w = weight[k - 1][:, None, None]  # (H, 1, 1)
+        w = weight[k - 1]  # (H,)
 
         def probe(qkv: torch.Tensor, layout) -> None:
             for row, (start, n) in enumerate(layout.segments):
                 a = _nucleotides(_weights(qkv, start, n, cfg.num_heads, None))
-                term = (w * _apc(a + a.transpose(1, 2))).sum(0)  # (L, L)
+                term = _weighted_apc(a, w)  # (L, L)
                 prev = sums[row]
                 sums[row] = term if prev is None else prev.add_(term)
 

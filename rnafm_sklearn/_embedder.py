@@ -350,10 +350,10 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
         Notes
         -----
         One array holds ``n_layers * n_heads * L * L`` floats: 960 MB for all 12 x 20 maps of
-        a 1022-nt sequence. Select layers and heads where you can; only those are kept (each
-        batch computes the others' weights one layer at a time and drops them). The maps
-        are never cached (``cache`` is not used). See the user guide "Attention maps and
-        contacts".
+        a 1022-nt sequence. Select layers and heads where you can: the others are not
+        computed. The weights are computed only here, one sequence and one layer at a time
+        (the embedding path never forms them), and never cached (``cache`` is not used). See
+        the user guide "Attention maps and contacts".
 
         Examples
         --------

@@ -102,8 +102,13 @@ class LoRA(nn.Module):
 
 
 def _base_state(encoder: RnaFmEncoder) -> dict[str, torch.Tensor]:
-    """The encoder's dense weights without the masked-LM head (fine-tuning never uses it)."""
-    return {k: v for k, v in encoder.state_dict().items() if not k.startswith("lm_head.")}
+    """The encoder's dense weights without the masked-LM and contact heads (fine-tuning never
+    uses them)."""
+    return {
+        k: v
+        for k, v in encoder.state_dict().items()
+        if not k.startswith(("lm_head.", "contact_head."))
+    }
 
 
 def trained_names(

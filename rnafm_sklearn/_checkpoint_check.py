@@ -338,21 +338,34 @@ def _head_shapes(cfg: RnaFmConfig) -> Shapes:
     }
 
 
-def _with_head(expected: Shapes, shapes: Shapes, cfg: RnaFmConfig) -> Shapes:
-    """``expected`` plus the masked-LM head when the file holds any of it (then all of it).
+def _contact_head_shapes(cfg: RnaFmConfig) -> Shapes:
+    """The contact regression: one weight per (layer, head) attention map, and a bias."""
+    return {
+        "contact_head.regression.weight": (1, cfg.num_layers * cfg.num_heads),
+        "contact_head.regression.bias": (1,),
+    }
 
-    The head is optional: a checkpoint without it still gives embeddings. A partial head is
-    reported as missing keys by :func:`_check_tensors`, never silently dropped.
+
+def _with_head(expected: Shapes, shapes: Shapes, cfg: RnaFmConfig) -> Shapes:
+    """``expected`` plus the masked-LM head when the file holds any of it (then all of it),
+    and the same for the contact head (``contact_head.regression.*``).
+
+    The heads are optional: a checkpoint without them still gives embeddings. A partial head
+    is reported as missing keys by :func:`_check_tensors`, never silently dropped.
     """
     if any(k.startswith("lm_head.") for k in shapes):
-        return {**expected, **_head_shapes(cfg)}
+        expected = {**expected, **_head_shapes(cfg)}
+    if any(k.startswith("contact_head.") for k in shapes):
+        expected = {**expected, **_contact_head_shapes(cfg)}
     return expected
 
 
 # Heads of the pre-training model that an encoder does not use, and the masked-LM head's
-# output weight, which is tied to (the same tensor as) the token embedding.
+# output weight, which is tied to (the same tensor as) the token embedding. The contact
+# regression (``contact_head.regression.*``) is kept: attention maps use it.
 _UNUSED = re.compile(
-    r"^(contact_head|ss_head|pooler|model\.pooler)\.|^lm_head\.(weight|decoder\.weight)$"
+    r"^(?!contact_head\.regression\.(weight|bias)$)(contact_head|ss_head|pooler|model\.pooler)\."
+    r"|^lm_head\.(weight|decoder\.weight)$"
 )
 
 

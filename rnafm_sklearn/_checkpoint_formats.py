@@ -27,6 +27,7 @@ from ._checkpoint_check import (
     _architecture,
     _bool,
     _check_tensors,
+    _contact_head_shapes,
     _header_shapes,
     _load_safetensors,
     _matrix,
@@ -204,6 +205,8 @@ _HF_KEYS = [
     (r"lm_head\.transform\.dense", "lm_head.dense"),
     (r"lm_head\.transform\.layer_norm", "lm_head.layer_norm"),
     (r"lm_head\.decoder", "lm_head"),  # bias (per token) and the tied weight, where stored
+    # the official contact regression (multimolecule 0.2 calls it ss_head); see _parse_hf
+    (r"(?:ss_head|contact_head)\.decoder", "contact_head.regression"),
 ]
 _HF_RULES = [
     (re.compile(r"^(?:model\.|rnafm\.)?" + src + r"\.(?P<p>weight|bias)$"), dst + r".\g<p>")
@@ -360,11 +363,20 @@ def _parse_hf(folder: Path, config: dict, config_file: Path) -> _Parsed:
         token_dropout=token_dropout,
         # config["layer_norm_eps"] is deliberately ignored: RNA-FM uses 1e-5 everywhere.
     )
+    # A head of another shape under those names is not the official contact regression.
+    contact = _contact_head_shapes(cfg)
+    foreign = any(shapes.get(k, v) != v for k, v in contact.items())
+    if foreign:
+        for k in contact:
+            shapes.pop(k, None)
     expected = _with_head(_official_shapes(cfg), shapes, cfg)
     _check_tensors(shapes, expected, f"Checkpoint {folder}", cfg)
 
     def build() -> RnaFmEncoder:
         state = read_weights()
+        if foreign:
+            for k in contact:
+                state.pop(k, None)
         for key in ("embed_tokens.weight", "lm_head.bias"):
             if key in state:
                 old = state[key]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 
 import torch
@@ -21,6 +21,7 @@ from torch import nn
 from . import _kernels_cpu as cpu_kernels
 from . import _kernels_cuda as cuda_kernels
 from ._alphabet import get_alphabet
+from ._contacts import ContactHead
 
 __all__ = ["RnaFmConfig", "RnaFmEncoder"]
 
@@ -315,6 +316,10 @@ def _attention_padded(qkv: torch.Tensor, layout: _Layout, num_heads: int) -> tor
     return layout.unpad(y.transpose(1, 2).reshape(B * T, E))
 
 
+# Sees one layer's fused q/k/v projections ``(rows, 3E)`` on the real-token layout.
+_Probe = Callable[[torch.Tensor, _Layout], None]
+
+
 class _SelfAttention(nn.Module):
     """Multi-head self-attention with a fused q/k/v projection."""
 
@@ -324,9 +329,17 @@ class _SelfAttention(nn.Module):
         self.qkv_proj = _Linear(cfg.hidden_size, 3 * cfg.hidden_size)
         self.out_proj = _Linear(cfg.hidden_size, cfg.hidden_size)
 
-    def forward(self, h: torch.Tensor, residual: torch.Tensor, layout: _Layout) -> torch.Tensor:
-        """``residual + attention(h)`` for the real tokens ``h``, ``(rows, E)``."""
-        y = attention(self.qkv_proj(h), layout, self.num_heads)  # (rows, 3E) => (rows, E)
+    def forward(
+        self, h: torch.Tensor, residual: torch.Tensor, layout: _Layout, probe: _Probe | None = None
+    ) -> torch.Tensor:
+        """``residual + attention(h)`` for the real tokens ``h``, ``(rows, E)``.
+
+        ``probe(qkv, layout)``, if given, sees the fused q/k/v projections ``(rows, 3E)``.
+        """
+        qkv = self.qkv_proj(h)
+        if probe is not None:
+            probe(qkv, layout)
+        y = attention(qkv, layout, self.num_heads)  # (rows, 3E) => (rows, E)
         return self.out_proj(y, add=residual)
 
 
@@ -341,8 +354,10 @@ class _Layer(nn.Module):
         self.fc1 = _Linear(cfg.hidden_size, cfg.ffn_size)
         self.fc2 = _Linear(cfg.ffn_size, cfg.hidden_size)
 
-    def forward(self, x: torch.Tensor, layout: _Layout) -> torch.Tensor:
-        x = self.self_attn(self.self_attn_layer_norm(x), x, layout)
+    def forward(
+        self, x: torch.Tensor, layout: _Layout, probe: _Probe | None = None
+    ) -> torch.Tensor:
+        x = self.self_attn(self.self_attn_layer_norm(x), x, layout, probe)
         return self.fc2(self.fc1(self.final_layer_norm(x), gelu=True), add=x)  # exact erf GELU
 
 
@@ -444,6 +459,9 @@ class RnaFmEncoder(nn.Module):
     lm_head : bool, default=False
         Whether the encoder carries the masked-LM head (``lm_head``, see :meth:`logits`).
         Checkpoints that hold the head load with it; embeddings never run it.
+    contact_head : bool, default=False
+        Whether the encoder carries the official contact regression (``contact_head``, see
+        :func:`rnafm_sklearn._contacts.contact_maps`); built when a checkpoint holds it.
 
     Examples
     --------
@@ -456,7 +474,7 @@ class RnaFmEncoder(nn.Module):
     ([0, 2], (1, 6, 32))
     """
 
-    def __init__(self, config: RnaFmConfig, *, lm_head: bool = False):
+    def __init__(self, config: RnaFmConfig, *, lm_head: bool = False, contact_head: bool = False):
         super().__init__()
         self.config = config
         E, eps = config.hidden_size, config.layer_norm_eps
@@ -471,6 +489,9 @@ class RnaFmEncoder(nn.Module):
         self.layers = nn.ModuleList(_Layer(config) for _ in range(config.num_layers))
         self.emb_layer_norm_after = nn.LayerNorm(E, eps=eps)
         self.lm_head = _LmHead(config) if lm_head else None
+        self.contact_head = (
+            ContactHead(config.num_layers * config.num_heads) if contact_head else None
+        )
         # Recompute each layer's activations in the backward pass instead of keeping them
         # (training long sequences in less memory); no effect without autograd.
         self.checkpointing = False
@@ -481,10 +502,15 @@ class RnaFmEncoder(nn.Module):
         """Build an encoder that adopts ``state``'s tensors (no random init, no extra copy).
 
         Keys must match exactly; ``load_state_dict`` raises ``RuntimeError`` otherwise. The
-        masked-LM head is built when ``state`` holds ``lm_head.*`` tensors.
+        masked-LM head is built when ``state`` holds ``lm_head.*`` tensors, the contact head
+        when it holds ``contact_head.*`` tensors.
         """
         with torch.device("meta"):
-            encoder = cls(config, lm_head=any(k.startswith("lm_head.") for k in state))
+            encoder = cls(
+                config,
+                lm_head=any(k.startswith("lm_head.") for k in state),
+                contact_head=any(k.startswith("contact_head.") for k in state),
+            )
         encoder.load_state_dict(state, strict=True, assign=True)
         return encoder.eval()
 
@@ -507,7 +533,11 @@ class RnaFmEncoder(nn.Module):
         return out
 
     def forward(
-        self, tokens: torch.Tensor, layers: int | Iterable[int] = -1
+        self,
+        tokens: torch.Tensor,
+        layers: int | Iterable[int] = -1,
+        *,
+        attention: Mapping[int, _Probe] | None = None,
     ) -> dict[int, torch.Tensor]:
         """Hidden states of the requested layers.
 
@@ -518,13 +548,18 @@ class RnaFmEncoder(nn.Module):
         layers : int or iterable of int, default=-1
             0 is the embedding output, ``num_layers`` (= -1) the last layer *after* the
             final LayerNorm; layers in between are the raw residual stream.
+        attention : dict of int to callable, optional
+            For attention maps (see :mod:`rnafm_sklearn._contacts`): ``attention[k](qkv,
+            layout)`` is called in transformer layer ``k`` (1..num_layers) with its fused q/k/v
+            projections, ``(rows, 3 * hidden_size)`` on the real-token layout. The layers run
+            up to the highest of ``layers`` and ``attention``'s keys.
 
         Returns
         -------
         dict of int to torch.Tensor of shape (B, T, hidden_size)
             Rows of ``<pad>`` tokens are zero.
         """
-        states, layout = self._hidden(tokens, set(self.normalize_layers(layers)))
+        states, layout = self._hidden(tokens, set(self.normalize_layers(layers)), attention)
         B, T = tokens.shape
         return {i: layout.pad(h).view(B, T, -1) for i, h in states.items()}
 
@@ -596,9 +631,15 @@ class RnaFmEncoder(nn.Module):
         return rank[flat], b.tolist()
 
     def _hidden(
-        self, tokens: torch.Tensor, wanted: set[int]
+        self,
+        tokens: torch.Tensor,
+        wanted: set[int],
+        attention: Mapping[int, _Probe] | None = None,
     ) -> tuple[dict[int, torch.Tensor], _Layout]:
-        """Hidden states of the ``wanted`` layers on the real tokens, ``(rows, E)`` each."""
+        """Hidden states of the ``wanted`` layers on the real tokens, ``(rows, E)`` each.
+
+        ``attention`` maps transformer layers (1-based) to probes, see :meth:`forward`.
+        """
         if tokens.dim() != 2:
             raise ValueError(f"tokens must have shape (B, T); got {tuple(tokens.shape)}.")
         if tokens.shape[1] > self.config.max_positions:
@@ -626,11 +667,14 @@ class RnaFmEncoder(nn.Module):
         if 0 in wanted:
             out[0] = x
         checkpoint = self.checkpointing and torch.is_grad_enabled()
-        for i, layer in enumerate(self.layers[: max(wanted)], start=1):
+        probes = attention or {}
+        for i, layer in enumerate(self.layers[: max(wanted | set(probes))], start=1):
             if checkpoint:
-                x = torch.utils.checkpoint.checkpoint(layer, x, layout, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(
+                    layer, x, layout, probes.get(i), use_reentrant=False
+                )
             else:
-                x = layer(x, layout)
+                x = layer(x, layout, probes.get(i))
             if i == self.config.num_layers:
                 x = self.emb_layer_norm_after(x)
             if i in wanted:

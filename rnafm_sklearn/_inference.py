@@ -329,6 +329,29 @@ class Runner:
                 self.progress(len(batch))  # pieces: sequences, or windows of long ones
             yield finished
 
+    def per_sequence(
+        self, token_lists: Sequence[bytes], compute: Callable[[torch.Tensor], list]
+    ) -> list:
+        """Per sequence, its item of ``compute(ids)`` (a list with one item per batch row).
+
+        Each sequence is one forward pass, so none may exceed the window: for outputs that
+        exist only within a pass, such as attention maps, which ``compute`` reduces before
+        they leave the batch.
+        """
+        if too_long := [i for i, t in enumerate(token_lists) if len(t) > self.window]:
+            raise ValueError(
+                f"sequence {too_long[0]} has {len(token_lists[too_long[0]])} tokens; a single "
+                f"forward pass takes at most {self.window}."
+            )
+        pieces = [_Piece(i, 0, len(t), (0, len(t))) for i, t in enumerate(token_lists)]
+        result: list = [None] * len(token_lists)
+        for batch, items in self._batches(pieces, token_lists, compute):
+            for p, item in zip(batch, items, strict=True):
+                result[p.seq] = item
+            if self.progress is not None:
+                self.progress(len(batch))
+        return result
+
     # ------------------------------------------------------------- masked-LM log-probs
     def _log_probs(
         self, columns: Sequence[int], *, masked: bool = False

@@ -210,14 +210,15 @@ def weights_fingerprint(encoder: RnaFmEncoder, *, head: bool = False) -> str:
 
     Names, shapes and values all count; the file name or format the weights came from does not.
     The masked-LM head (``lm_head.*``) counts only with ``head=True``: embeddings do not depend
-    on it, so a checkpoint with and one without the head share cached embeddings.
+    on it, so a checkpoint with and one without the head share cached embeddings. The contact
+    head (``contact_head.*``) never counts: neither embeddings nor logits depend on it.
     """
     fingerprints = encoder.__dict__.setdefault("_rnafm_fingerprints", {})
     if head in fingerprints:
         return fingerprints[head]
     digest = hashlib.sha256(json.dumps(encoder.config.to_dict(), sort_keys=True).encode())
     for name, tensor in sorted(encoder.state_dict().items()):
-        if name.startswith("lm_head.") and not head:
+        if (name.startswith("lm_head.") and not head) or name.startswith("contact_head."):
             continue
         t = tensor.detach().to("cpu", torch.float32).contiguous()
         digest.update(f"{name}:{tuple(t.shape)};".encode())

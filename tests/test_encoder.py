@@ -67,7 +67,9 @@ def test_wrong_layer_norm_eps_would_be_caught(real_sequences):
     """With std-0.02 weights an eps of 1e-12 moves outputs far above the tolerance."""
     ours = load_model(TINY_PTH)
     wrong = RnaFmEncoder(
-        RnaFmConfig(**{**ours.config.to_dict(), "layer_norm_eps": 1e-12}), lm_head=True
+        RnaFmConfig(**{**ours.config.to_dict(), "layer_norm_eps": 1e-12}),
+        lm_head=True,
+        contact_head=True,
     )
     wrong.load_state_dict(ours.state_dict())
     tokens = torch.tensor([get_alphabet("rna").encode(real_sequences[0])])

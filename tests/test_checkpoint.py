@@ -107,7 +107,9 @@ def test_missing_path_never_downloads(tmp_path):
 
 
 def test_missing_name_hints_at_pretrained_names():
-    with pytest.raises(FileNotFoundError, match=r"Named pretrained models: mrna-fm, rna-fm\."):
+    with pytest.raises(
+        FileNotFoundError, match=r"Named pretrained models: mrna-fm, rna-fm, rna-fm-ss\."
+    ):
         load_model("rnafm")
 
 
@@ -146,7 +148,10 @@ def test_not_official_layout(tmp_path):
     torch.save({"weights": torch.zeros(2)}, path)
     with pytest.raises(
         CheckpointError,
-        match=re.escape("expected a dict with 'model' and 'args', found ['weights']"),
+        match=re.escape(
+            "expected a dict with 'model' and 'args' (RNA-FM_pretrained.pth) or with "
+            "'backbone.*' keys (the structure predictor RNA-FM-ResNet_*.pth), found ['weights']"
+        ),
     ):
         load_model(path)
 

@@ -12,6 +12,7 @@ Public API (everything else is private)::
         get_alphabet, normalize_sequences, Alphabet,     # tokens and input checks
         cache_dir, pretrained_path, PRETRAINED,          # pretrained weights
         read_fasta,                                      # FASTA (plain or gzip) to a Series
+        read_structures, write_structures, base_pair_f1, # dot-bracket / CT / BPSEQ, pair F1
         clear_model_cache,                               # free loaded weights
         EmbeddingCache,                                  # persistent embedding store
         CheckpointError, EmbeddingCacheError, InvalidParameterError, WeightsUnavailableError,
@@ -35,6 +36,7 @@ from ._hub import PRETRAINED, cache_dir, pretrained_path
 from ._io import read_fasta
 from ._models import clear_model_cache
 from ._scoring import RnaFmLikelihood, RnaFmVariantScorer, score_variants
+from ._structure_files import base_pair_f1, read_structures, write_structures
 
 __version__ = "0.1.0"
 
@@ -54,6 +56,7 @@ __all__ = [
     "RnaFmVariantScorer",
     "WeightsChangedError",
     "WeightsUnavailableError",
+    "base_pair_f1",
     "cache_dir",
     "clear_model_cache",
     "convert_checkpoint",
@@ -63,6 +66,8 @@ __all__ = [
     "pretrained_path",
     "read_config",
     "read_fasta",
+    "read_structures",
     "save_model",
     "score_variants",
+    "write_structures",
 ]

@@ -7,6 +7,7 @@ A structure is an ``(n, 2)`` int64 array of 0-based pairs ``(i, j)`` with ``i < 
 from __future__ import annotations
 
 import string
+
 import numpy as np
 
 __all__ = ["base_pair_f1", "check_pairs", "dot_bracket_to_pairs", "pairs_to_dot_bracket"]
@@ -219,7 +220,9 @@ def pairs_to_dot_bracket(pairs: object, length: int) -> str:
 
 def _as_rows(y: object, what: str) -> list[tuple[np.ndarray, int | None]]:
     if isinstance(y, (str, bytes)):
-        raise TypeError(f"{what} must be a sequence of structures, not a single {type(y).__name__}.")
+        raise TypeError(
+            f"{what} must be a sequence of structures, not a single {type(y).__name__}."
+        )
     rows = list(y.tolist() if hasattr(y, "tolist") and getattr(y, "ndim", 1) == 1 else y)
     out = []
     for k, row in enumerate(rows):
@@ -240,9 +243,11 @@ def _hits(a: np.ndarray, b: np.ndarray, shift: int) -> int:
     targets = {(int(i), int(j)) for i, j in b}
     count = 0
     for i, j in a.tolist():
-        near = [(i, j)] + [(i + d, j) for d in range(-shift, shift + 1) if d] + [
-            (i, j + d) for d in range(-shift, shift + 1) if d
-        ]
+        near = (
+            [(i, j)]
+            + [(i + d, j) for d in range(-shift, shift + 1) if d]
+            + [(i, j + d) for d in range(-shift, shift + 1) if d]
+        )
         count += any(p in targets for p in near)
     return count
 
@@ -300,11 +305,9 @@ def base_pair_f1(
         raise ValueError(f"shift must be a non-negative integer, got {shift!r}.")
     true_rows, pred_rows = _as_rows(y_true, "y_true"), _as_rows(y_pred, "y_pred")
     if len(true_rows) != len(pred_rows):
-        raise ValueError(
-            f"y_true has {len(true_rows)} structures but y_pred has {len(pred_rows)}."
-        )
+        raise ValueError(f"y_true has {len(true_rows)} structures but y_pred has {len(pred_rows)}.")
     scores = np.empty(len(true_rows))
-    for k, ((t, lt), (p, lp)) in enumerate(zip(true_rows, pred_rows)):
+    for k, ((t, lt), (p, lp)) in enumerate(zip(true_rows, pred_rows, strict=True)):
         if lt is not None and lp is not None and lt != lp:
             raise ValueError(
                 f"row {k}: the true structure has {lt} bases but the predicted one {lp}."

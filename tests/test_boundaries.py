@@ -42,6 +42,11 @@ FORBIDDEN = {
     "_encoder": {"sklearn", "pandas", "rnafm_sklearn._checkpoint", "rnafm_sklearn._embedder",
                  "rnafm_sklearn._cache", "rnafm_sklearn._inference"},
     "_inference": {"sklearn", "pandas", "rnafm_sklearn._embedder", "rnafm_sklearn._cache"},
+    # secondary-structure files, pair conversion and decoding: numpy (and pandas) only
+    "_pairs": {"torch", "sklearn", "pandas", "rnafm_sklearn."},
+    "_decoding": {"torch", "sklearn", "pandas", "rnafm_sklearn."},
+    "_structure_files": {"torch", "sklearn", "rnafm_sklearn._encoder", "rnafm_sklearn._models",
+                         "rnafm_sklearn._base", "rnafm_sklearn._inference"},
 }  # fmt: skip
 
 

@@ -22,6 +22,9 @@ MODULES = [
     "_scoring",
     "_cache",
     "_models",
+    "_pairs",
+    "_decoding",
+    "_structure_files",
     "dask",
 ]
 

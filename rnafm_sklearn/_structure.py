@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from numbers import Integral, Real
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -354,7 +354,9 @@ class RnaFmStructurePredictor(RnaFmEstimator):
                 lengths = [len(unique[i]) for i in chunk]
                 for batch in pack_batches([n * n for n in lengths], budget):
                     width = max(lengths[b] for b in batch)
-                    x = torch.zeros((len(batch), width, states[batch[0]].shape[1]), dtype=head_dtype)
+                    x = torch.zeros(
+                        (len(batch), width, states[batch[0]].shape[1]), dtype=head_dtype
+                    )
                     for row, b in enumerate(batch):
                         x[row, : lengths[b]] = torch.from_numpy(states[b])
                     n = torch.tensor([lengths[b] for b in batch])
@@ -450,7 +452,9 @@ class RnaFmStructurePredictor(RnaFmEstimator):
         pairs = check_structures(y, tokens, index)
         self._check_map_sizes(tokens)
         mode = self.train
-        base = get_encoder(self.model, device, DTYPES[self.dtype] if mode == "head" else torch.float32)
+        base = get_encoder(
+            self.model, device, DTYPES[self.dtype] if mode == "head" else torch.float32
+        )
         fingerprint = weights_fingerprint(base)
         plan = Plan(layers=(config.num_layers,), window_stride=stride)
         train_rows, val_rows = self._split(len(tokens), options.seed)
@@ -512,10 +516,15 @@ class RnaFmStructurePredictor(RnaFmEstimator):
 
         progress = SimpleNamespace(progress=None)
         steps = _count_steps(data, options.train)
-        with self._progress(progress, steps, "step"):
+        devices = [device] if device.type == "cuda" else []
+        # dropout draws from the global generator: seeded here, restored afterwards
+        with self._progress(progress, steps, "step"), torch.random.fork_rng(devices=devices):
+            torch.manual_seed(options.seed)
             train_opts = options.train
             if progress.progress is not None:
-                train_opts = PairTrainOptions(**{**train_opts.__dict__, "progress": progress.progress})
+                train_opts = PairTrainOptions(
+                    **{**train_opts.__dict__, "progress": progress.progress}
+                )
             result = train_pair_head(
                 head=head,
                 forward=head_forward,
@@ -529,8 +538,9 @@ class RnaFmStructurePredictor(RnaFmEstimator):
                 options=train_opts,
             )
         if validation is not None and self.threshold is None and result.validation_probabilities:
-            threshold = _calibrate(result.validation_probabilities, validation,
-                                   [tokens[i] for i in val_rows], self)
+            threshold = _calibrate(
+                result.validation_probabilities, validation, [tokens[i] for i in val_rows], self
+            )
         # Nothing above changed the estimator: from here on, it is fitted in one go.
         self.__dict__.pop("_merged", None)
         self._fitted = _Fitted(
@@ -695,7 +705,12 @@ def _is_real(value: object) -> bool:
 
 
 def _positive_int(
-    est: RnaFmStructurePredictor, name: str, value: object, *, none: bool = False, zero: bool = False
+    est: RnaFmStructurePredictor,
+    name: str,
+    value: object,
+    *,
+    none: bool = False,
+    zero: bool = False,
 ) -> None:
     ok = (none and value is None) or (
         isinstance(value, Integral) and not isinstance(value, bool) and value >= (0 if zero else 1)
@@ -728,6 +743,4 @@ def _calibrate(
 def _count_steps(data: PairData, options: PairTrainOptions) -> int:
     from ._training import steps_per_epoch
 
-    return sum(
-        steps_per_epoch(data.costs(), options.batch_pairs, options.seed, options.max_epochs)
-    )
+    return sum(steps_per_epoch(data.costs(), options.batch_pairs, options.seed, options.max_epochs))

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import _models
+from ._checkpoint import save_model
 from ._encoder import RnaFmEncoder
 from ._pair_head import PairHead
 
@@ -46,16 +48,13 @@ def pretrained_head(
 ) -> tuple[nn.Module, float | None] | None:
     """The structure head stored with ``model`` (eval mode, shared: never train it in place)
     and its calibrated threshold (None when unknown); None for a backbone-only model."""
-    from . import _models
-
-    getter = getattr(_models, "get_pair_head", None)
-    if getter is None:  # pragma: no cover - until the registry knows structure heads
+    if not hasattr(_models, "get_pair_head"):
         return None
-    found = getter(model, device, dtype)
+    found = _models.get_pair_head(model, device, dtype)
     if found is None:
         return None
     head, info = found
-    threshold = info.get("threshold") if isinstance(info, Mapping) else getattr(info, "threshold", None)
+    threshold = info.get("threshold")
     return head, None if threshold is None else float(threshold)
 
 
@@ -63,6 +62,4 @@ def save_structure(
     encoder: RnaFmEncoder, head: nn.Module, folder: str | os.PathLike, *, threshold: float
 ) -> Path:
     """Write ``encoder`` and ``head`` (with ``threshold``) as a native folder."""
-    from ._checkpoint import save_structure_model
-
-    return save_structure_model(encoder, head, folder, threshold=threshold)
+    return save_model(encoder, folder, head=head, threshold=threshold)

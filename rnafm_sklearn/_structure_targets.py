@@ -27,9 +27,7 @@ def check_structures(
     if y is None:
         raise ValueError("y is None: give one structure (dot-bracket or pair list) per sequence.")
     if isinstance(y, str | bytes):
-        raise TypeError(
-            "y is a single string; give one structure per sequence, e.g. [structure]."
-        )
+        raise TypeError("y is a single string; give one structure per sequence, e.g. [structure].")
     if isinstance(y, pd.DataFrame):
         if y.shape[1] != 1:
             raise ValueError(
@@ -69,4 +67,3 @@ def _pairs_of(value: object, n: int, where: str) -> np.ndarray:
         return check_pairs(value, n)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"y at {where}: {exc}") from None
-

@@ -205,7 +205,9 @@ def train_pair_head(
             x, lengths = pad_states(states)
             with _autocast(device, options.autocast):
                 logits = forward(head, x, lengths)
-            targets = pair_targets([data.pairs[i] for i in batch], [data.lengths[i] for i in batch], device)
+            targets = pair_targets(
+                [data.pairs[i] for i in batch], [data.lengths[i] for i in batch], device
+            )
             loss, weight = pair_loss(
                 logits.float(),
                 targets,

@@ -55,20 +55,40 @@ from ._checkpoint_check import (
     _with_head,
 )
 from ._checkpoint_formats import _parse_hf, _parse_official
+from ._checkpoint_structure import NATIVE_HEAD_PREFIX, _head_entry, build_head, head_config
 from ._encoder import RnaFmConfig, RnaFmEncoder
 from ._errors import CheckpointError
-from ._hub import PRETRAINED, cached_pretrained_path, pretrained_path, sha256_file
+from ._hub import (
+    DEFAULT_STRUCTURE_THRESHOLD,
+    KNOWN_STRUCTURE_FILES,
+    PRETRAINED,
+    STRUCTURE_THRESHOLDS,
+    cached_pretrained_path,
+    pretrained_path,
+    sha256_file,
+)
+from ._pair_head import PairHead
 
-__all__ = ["CheckpointError", "convert_checkpoint", "load_model", "read_config", "save_model"]
+__all__ = [
+    "CheckpointError",
+    "convert_checkpoint",
+    "load_model",
+    "load_pair_head",
+    "read_config",
+    "save_model",
+]
 
 logger = logging.getLogger("rnafm_sklearn")
 
 NATIVE_FORMAT = "rnafm_sklearn"
-NATIVE_FORMAT_VERSION = 1
+# Version 2 adds an optional structure head ("pair_head"); a folder without one is written as
+# version 1, which older readers still load.
+NATIVE_FORMAT_VERSION = 2
 # safetensors metadata entry of a native folder: the config, as canonical JSON. The weights
 # file is covered by the SHA-256 in config.json, so config.json cannot change unnoticed.
 _CONFIG_META = "rnafm_sklearn_config"
-_NATIVE_KEYS = ("format", "format_version", "config", "sha256")
+_HEAD_META = "rnafm_sklearn_pair_head"  # the "pair_head" entry, likewise
+_NATIVE_KEYS = ("format", "format_version", "config", "sha256", "pair_head")
 
 
 # ---------------------------------------------------------------------------- native layout
@@ -157,10 +177,11 @@ def _parse_native(folder: Path, config: dict, config_file: Path) -> _Parsed:
             f"{folder} was written by a newer rnafm_sklearn (format_version={version}); "
             "upgrade rnafm_sklearn."
         )
-    if unknown := sorted(set(map(str, config)) - set(_NATIVE_KEYS)):
+    allowed = _NATIVE_KEYS if version >= 2 else _NATIVE_KEYS[:4]
+    if unknown := sorted(set(map(str, config)) - set(allowed)):
         raise CheckpointError(
             f"{where}: unknown field(s) {', '.join(map(repr, unknown))} for format_version "
-            f"{version}; expected {', '.join(_NATIVE_KEYS)}."
+            f"{version}; expected {', '.join(allowed)}."
         )
     digest = config.get("sha256")
     if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
@@ -172,8 +193,27 @@ def _parse_native(folder: Path, config: dict, config_file: Path) -> _Parsed:
     weights = folder / _WEIGHTS
     if not weights.exists():
         raise FileNotFoundError(f"{weights} is missing (referenced by {config_file}).")
-    shapes, metadata = _header_shapes(weights, lambda k: k)
+    all_shapes, metadata = _header_shapes(weights, lambda k: k)
     _check_recorded_config(stated, metadata, config_file, weights)
+    shapes = {k: v for k, v in all_shapes.items() if not k.startswith(NATIVE_HEAD_PREFIX)}
+    head_shapes = {
+        k[len(NATIVE_HEAD_PREFIX) :]: v
+        for k, v in all_shapes.items()
+        if k.startswith(NATIVE_HEAD_PREFIX)
+    }
+    entry = config.get("pair_head")
+    if entry is None and head_shapes:
+        raise CheckpointError(
+            f"{weights} holds structure-head tensors (pair_head.*) but {config_file} has no "
+            "'pair_head' entry."
+        )
+    if entry is not None:
+        entry = _head_entry(entry, where)
+        if json.dumps(entry, sort_keys=True) != metadata.get(_HEAD_META):
+            raise CheckpointError(
+                f"{config_file}: 'pair_head' does not match the one recorded in {weights} "
+                "(which its SHA-256 covers); restore config.json or save the model again."
+            )
     cfg = _architecture(
         shapes,
         where,
@@ -185,15 +225,29 @@ def _parse_native(folder: Path, config: dict, config_file: Path) -> _Parsed:
     )
     expected = _with_head(_native_shapes(cfg), shapes, cfg)
     _check_tensors(shapes, expected, f"Checkpoint {weights}", cfg)
+    head = None
+    if entry is not None:
+        found = head_config(head_shapes, f"Checkpoint {weights} (pair_head.*)", cfg.hidden_size)
+        stated_head = {k: v for k, v in entry["config"].items() if k != "dropout"}
+        if {k: v for k, v in found.items() if k != "dropout"} != stated_head:
+            raise CheckpointError(
+                f"{config_file}: 'pair_head.config' is {stated_head}, but the pair_head.* "
+                f"tensors in {weights} are those of {found}."
+            )
+        config_head = {**found, "dropout": entry["config"]["dropout"]}
 
-    def build() -> RnaFmEncoder:
+    def verified_state() -> dict[str, torch.Tensor]:
         actual = sha256_file(weights)
         if actual != digest:
             raise CheckpointError(
                 f"{weights} is corrupt: its SHA-256 is {actual}, but {config_file} "
                 f"records {digest}. Convert or download the checkpoint again."
             )
-        state = _load_safetensors([weights], lambda k: k)
+        return _load_safetensors([weights], lambda k: k)
+
+    def build() -> RnaFmEncoder:
+        state = verified_state()
+        state = {k: v for k, v in state.items() if not k.startswith(NATIVE_HEAD_PREFIX)}
         try:
             return RnaFmEncoder.from_state_dict(cfg, state)
         except RuntimeError as exc:
@@ -201,10 +255,26 @@ def _parse_native(folder: Path, config: dict, config_file: Path) -> _Parsed:
                 f"{weights} does not match its config: {_one_line(exc)}"
             ) from exc
 
-    return _Parsed(cfg, build)
+    def build_pair_head() -> PairHead:
+        state = verified_state()
+        n = len(NATIVE_HEAD_PREFIX)
+        return build_head(
+            {k[n:]: v for k, v in state.items() if k.startswith(NATIVE_HEAD_PREFIX)},
+            config_head,
+        )
+
+    if entry is not None:
+        head = ({**config_head, "threshold": entry["threshold"]}, build_pair_head)
+    return _Parsed(cfg, build, head)
 
 
-def save_model(encoder: RnaFmEncoder, folder: str | os.PathLike) -> Path:
+def save_model(
+    encoder: RnaFmEncoder,
+    folder: str | os.PathLike,
+    *,
+    head: PairHead | None = None,
+    threshold: float | None = None,
+) -> Path:
     """Write ``encoder`` in the native layout (``config.json`` + ``model.safetensors``).
 
     Files are written to temporary names and moved into place, so an interrupted save never
@@ -218,6 +288,11 @@ def save_model(encoder: RnaFmEncoder, folder: str | os.PathLike) -> Path:
         The model to save.
     folder : path
         Destination folder (created if needed).
+    head : PairHead, optional
+        A secondary-structure head to store with the encoder (``pair_head.*`` tensors, its
+        architecture in ``config.json``); :func:`load_pair_head` reads it back.
+    threshold : float, optional
+        The head's probability threshold (recorded with it); default 0.5.
 
     Returns
     -------
@@ -237,6 +312,20 @@ def save_model(encoder: RnaFmEncoder, folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    head_entry = None
+    if head is not None:
+        if head.embed_dim != encoder.config.hidden_size:
+            raise ValueError(
+                f"The structure head reads {head.embed_dim}-dimensional states but the encoder "
+                f"gives {encoder.config.hidden_size}; they do not belong together."
+            )
+        t = DEFAULT_STRUCTURE_THRESHOLD if threshold is None else float(threshold)
+        if not 0.0 <= t <= 1.0:
+            raise ValueError(f"threshold must be a probability in [0, 1], got {threshold!r}.")
+        head_entry = {"config": head.config, "threshold": t}
+        for k, v in head.state_dict().items():
+            if not k.endswith(".num_batches_tracked"):
+                state[NATIVE_HEAD_PREFIX + k] = v.detach().to("cpu", torch.float32).contiguous()
     fd, tmp_weights = tempfile.mkstemp(dir=folder, prefix=".model-", suffix=".tmp")
     os.close(fd)
     try:
@@ -246,13 +335,17 @@ def save_model(encoder: RnaFmEncoder, folder: str | os.PathLike) -> Path:
             "producer": NATIVE_FORMAT,
             _CONFIG_META: json.dumps(config, sort_keys=True),
         }
+        if head_entry is not None:
+            metadata[_HEAD_META] = json.dumps(head_entry, sort_keys=True)
         save_file(state, tmp_weights, metadata=metadata)
         meta = {
             "format": NATIVE_FORMAT,
-            "format_version": NATIVE_FORMAT_VERSION,
+            "format_version": 1 if head_entry is None else NATIVE_FORMAT_VERSION,
             "config": config,
             "sha256": sha256_file(Path(tmp_weights)),
         }
+        if head_entry is not None:
+            meta["pair_head"] = head_entry
         tmp_config = folder / ".config.json.tmp"
         tmp_config.write_text(json.dumps(meta, indent=2) + "\n")
         os.replace(tmp_weights, folder / _WEIGHTS)
@@ -371,6 +464,45 @@ def load_model(source: str | os.PathLike) -> RnaFmEncoder:
     return _parse(source).build()
 
 
+def load_pair_head(source: str | os.PathLike) -> tuple[PairHead, dict[str, object]] | None:
+    """The secondary-structure head of a checkpoint, or ``None`` if it has none.
+
+    Parameters
+    ----------
+    source : str or path
+        ``"rna-fm-ss"`` (the official PDB-All predictor), an official structure predictor
+        ``.pth`` (``RNA-FM-ResNet_*.pth``), or a native folder saved with a head.
+
+    Returns
+    -------
+    (PairHead, dict) or None
+        The head (float32, CPU, eval mode) and its description: the architecture
+        (``embed_dim``, ``channels``, ``blocks``, ``proj_dim``, ``dropout``), ``threshold``
+        (the calibrated probability threshold where the head is known, else 0.5) and
+        ``origin`` (``"RNA-FM-ResNet_PDB-All"``, ``"native"`` or ``"unknown"``).
+
+    Examples
+    --------
+    >>> from rnafm_sklearn._checkpoint import load_pair_head
+    >>> load_pair_head("tests/fixtures/RNA-FM_tiny.pth") is None  # a backbone only
+    True
+    """
+    if isinstance(source, str) and source in PRETRAINED:
+        source = pretrained_path(source)
+    parsed = _parse(source)
+    if parsed.head is None:
+        return None
+    info, build = parsed.head
+    info = dict(info)
+    if "threshold" in info:
+        info["origin"] = "native"
+    else:
+        origin = KNOWN_STRUCTURE_FILES.get(sha256_file(Path(source)))
+        info["origin"] = origin or "unknown"
+        info["threshold"] = STRUCTURE_THRESHOLDS.get(origin, DEFAULT_STRUCTURE_THRESHOLD)
+    return build(), info
+
+
 def convert_checkpoint(source: str | os.PathLike, folder: str | os.PathLike) -> Path:
     """Convert any supported checkpoint to the native layout and verify it.
 
@@ -386,12 +518,20 @@ def convert_checkpoint(source: str | os.PathLike, folder: str | os.PathLike) -> 
     32
     """
     encoder = load_model(source)
-    folder = save_model(encoder, folder)
+    head = load_pair_head(source)
+    if head is None:
+        folder = save_model(encoder, folder)
+    else:
+        folder = save_model(encoder, folder, head=head[0], threshold=head[1]["threshold"])
     reloaded = load_model(folder)
-    original = encoder.state_dict()
-    for key, value in reloaded.state_dict().items():
-        if not torch.equal(value, original[key]):
-            raise RuntimeError(f"Conversion of {source} changed tensor {key}; not trusted.")
+    pairs = [(reloaded.state_dict(), encoder.state_dict())]
+    if head is not None:
+        reloaded_head = load_pair_head(folder)
+        pairs.append((reloaded_head[0].state_dict(), head[0].state_dict()))
+    for new, original in pairs:
+        for key, value in new.items():
+            if not torch.equal(value, original[key]):
+                raise RuntimeError(f"Conversion of {source} changed tensor {key}; not trusted.")
     if reloaded.config != encoder.config:
         raise RuntimeError(f"Conversion of {source} changed the config; not trusted.")
     return folder

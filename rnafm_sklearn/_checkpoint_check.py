@@ -42,6 +42,8 @@ class _Parsed:
 
     config: RnaFmConfig
     build: Callable[[], RnaFmEncoder]
+    # A structure head in the file: its architecture (a dict) and how to read it.
+    head: tuple[dict, Callable[[], object]] | None = None
 
 
 # ------------------------------------------------------------------------------ validation

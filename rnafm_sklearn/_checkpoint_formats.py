@@ -41,6 +41,7 @@ from ._checkpoint_check import (
     _to_encoder,
     _with_head,
 )
+from ._checkpoint_structure import is_structure_layout, parse_structure
 from ._encoder import RnaFmEncoder
 from ._errors import CheckpointError
 
@@ -128,6 +129,8 @@ def _strip_prefix(key: str) -> str:
 def _parse_official(path: Path) -> _Parsed:
     where = f"Checkpoint {path}"
     data = _torch_load(path)
+    if is_structure_layout(data):
+        return parse_structure(path, data)
     if not isinstance(data, dict) or "model" not in data or "args" not in data:
         if isinstance(data, dict):
             names = sorted(map(str, data))
@@ -136,7 +139,8 @@ def _parse_official(path: Path) -> _Parsed:
             found = type(data).__name__
         raise CheckpointError(
             f"{where} is not in the official RNA-FM layout: expected a dict with 'model' and "
-            f"'args', found {found}."
+            f"'args' (RNA-FM_pretrained.pth) or with 'backbone.*' keys (the structure predictor "
+            f"RNA-FM-ResNet_*.pth), found {found}."
         )
     args, labels = _official_args(data["args"], where)
     if args.get("arch") != "roberta_large":

@@ -31,7 +31,9 @@ from pathlib import Path
 from ._errors import CheckpointError, WeightsUnavailableError
 
 __all__ = [
+    "DEFAULT_STRUCTURE_THRESHOLD",
     "PRETRAINED",
+    "STRUCTURE_THRESHOLDS",
     "WeightsUnavailableError",
     "cache_dir",
     "cached_pretrained_path",
@@ -105,6 +107,33 @@ PRETRAINED = {
         },
     ),
 }
+
+
+# The official secondary-structure predictor (fm.downstream Baseline: the RNA-FM backbone plus
+# the ResNet pair head) trained on PDB (all splits). Same architecture as "rna-fm"; the file's
+# size is not known here (size=None: only the SHA-256 is checked, as for "mrna-fm").
+PRETRAINED["rna-fm-ss"] = Pretrained(
+    name="rna-fm-ss",
+    repo_id=_REPO,
+    revision=_REVISION,
+    filename="SS/RNA-FM-ResNet_PDB-All.pth",
+    sha256="bc9df2111ae6ba95b373641ed1ab35ef4fa8b4cd0f8d21065a55450f575fe15d",
+    size=None,
+    description="RNA-FM + official ResNet secondary-structure head (trained on PDB, <= 1022 nt)",
+    config=dict(PRETRAINED["rna-fm"].config),
+)
+
+# Calibrated probability thresholds of the official structure heads (the ``threshold`` of their
+# YAML test configs; the official predictor pairs i and j when p > threshold).
+STRUCTURE_THRESHOLDS = {
+    "RNA-FM-ResNet_PDB-All": 0.33993712,
+    "RNA-FM-ResNet_bpRNA": 0.47729617,
+    "RNA-FM-ResNet_PDB-TR1": 0.07595872,
+}
+# Threshold of a head whose origin is unknown (the official Python default).
+DEFAULT_STRUCTURE_THRESHOLD = 0.5
+# Official structure heads identified by SHA-256 (only PDB-All's digest is published).
+KNOWN_STRUCTURE_FILES = {PRETRAINED["rna-fm-ss"].sha256: "RNA-FM-ResNet_PDB-All"}
 
 
 def cache_dir() -> Path:
@@ -209,7 +238,7 @@ def _unavailable(entry: Pretrained, dest: Path, reason: str) -> WeightsUnavailab
 
 def _cached(entry: Pretrained) -> tuple[Path, bool]:
     """Where ``entry`` lives in the cache, and whether it is there (with the pinned size)."""
-    dest = cache_dir() / entry.name / entry.filename
+    dest = cache_dir() / entry.name / Path(entry.filename).name
     # Files only get here after the SHA-256 check (atomic move): the size is a cheap guard.
     present = dest.is_file() and (entry.size is None or dest.stat().st_size == entry.size)
     return dest, present
@@ -241,7 +270,8 @@ def pretrained_path(
     Parameters
     ----------
     name : str
-        A key of ``PRETRAINED``: ``"rna-fm"`` or ``"mrna-fm"``.
+        A key of ``PRETRAINED``: ``"rna-fm"``, ``"mrna-fm"`` or ``"rna-fm-ss"`` (RNA-FM with the
+        official secondary-structure head).
     download : callable, optional
         ``download(entry, folder) -> path`` fetching the file into ``folder``; defaults to
         the Hugging Face Hub.

@@ -21,17 +21,20 @@ from pathlib import Path
 
 import torch
 
-from ._checkpoint import load_model, read_config
+from ._checkpoint import load_model, load_pair_head, read_config
 from ._encoder import RnaFmConfig, RnaFmEncoder
 from ._errors import InvalidParameterError
 from ._hub import PRETRAINED
+from ._pair_head import PairHead
 
-__all__ = ["clear_model_cache", "get_config", "get_encoder", "resolve_device"]
+__all__ = ["clear_model_cache", "get_config", "get_encoder", "get_pair_head", "resolve_device"]
 
 _LOCK = threading.Lock()
 _CACHE: OrderedDict[tuple, RnaFmEncoder] = OrderedDict()
 _MAX_ENTRIES = 4  # encoders kept alive (each device/dtype copy counts once)
 _CONFIGS: OrderedDict[tuple, RnaFmConfig] = OrderedDict()
+# structure heads: (source, device, dtype) -> (head, info), or source -> None (no head)
+_HEADS: OrderedDict[tuple, tuple[PairHead, dict] | None] = OrderedDict()
 _MAX_CONFIGS = 64
 LOAD_COUNT = 0  # number of checkpoint reads in this process (tests count them)
 
@@ -175,6 +178,66 @@ def get_encoder(model: str | os.PathLike, device: torch.device, dtype: torch.dty
         return encoder
 
 
+def _native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bfloat16 natively (else bfloat16 convolutions are slower
+    than float32 ones: oneDNN emulates them on CPUs without AVX512-BF16 or AMX)."""
+    if device.type != "cpu":
+        return True
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def get_pair_head(
+    model: str | os.PathLike, device: torch.device, dtype: torch.dtype
+) -> tuple[PairHead, dict[str, object]] | None:
+    """The structure head of ``model`` on ``device``, loaded at most once per process.
+
+    ``None`` when the checkpoint has no structure head. ``info`` holds the head's architecture,
+    ``threshold`` (calibrated for a known official head, else 0.5), ``origin`` and
+    ``compute_dtype``: for ``bfloat16`` on a CPU without bfloat16 arithmetic the head is kept in
+    float32 (there, bfloat16 convolutions are about 3x slower, and less accurate). The head is
+    shared by every caller (and estimator clones) and is in eval mode: copy it
+    (``copy.deepcopy``) before training it. Cached under the same key as the encoders, so a
+    checkpoint changed on disk is read again.
+    """
+    source = _source_key(model)
+    if dtype == torch.bfloat16 and not _native_bf16(device):
+        dtype = torch.float32
+    key = (source, str(device), dtype)
+    base_key = (source, "cpu", torch.float32)
+    with _LOCK:
+        if source in _HEADS and _HEADS[source] is None:
+            return None
+        if key in _HEADS:
+            _HEADS.move_to_end(key)
+            return _HEADS[key]
+        base = _HEADS.get(base_key)
+        if base is None:
+            base = load_pair_head(model)
+            if base is None:
+                _remember_head(source, None)
+                return None
+            base[1]["compute_dtype"] = "float32"
+        if key == base_key:
+            entry = base
+        else:
+            head, info = base
+            copy = PairHead(**head.config)
+            copy.load_state_dict(head.state_dict())
+            copy = copy.to(device=device, dtype=dtype).eval()
+            entry = (copy, {**info, "compute_dtype": str(dtype).removeprefix("torch.")})
+        _remember_head(key, entry)
+        return entry
+
+
+def _remember_head(key: tuple, entry: tuple[PairHead, dict] | None) -> None:
+    _HEADS[key] = entry
+    _HEADS.move_to_end(key)
+    while len(_HEADS) > _MAX_ENTRIES:
+        _HEADS.popitem(last=False)
+
+
 def get_config(model: str | os.PathLike) -> RnaFmConfig:
     """The architecture of ``model``, read from its metadata (no weights), once per process.
 
@@ -249,3 +312,4 @@ def clear_model_cache() -> None:
     with _LOCK:
         _CACHE.clear()
         _CONFIGS.clear()
+        _HEADS.clear()

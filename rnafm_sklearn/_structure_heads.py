@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import _models
 from ._checkpoint import save_model
 from ._encoder import RnaFmEncoder
+from ._models import get_pair_head
 from ._pair_head import PairHead
 
 __all__ = ["build_head", "head_forward", "head_spec", "pretrained_head", "save_structure"]
@@ -48,9 +48,7 @@ def pretrained_head(
 ) -> tuple[nn.Module, float | None] | None:
     """The structure head stored with ``model`` (eval mode, shared: never train it in place)
     and its calibrated threshold (None when unknown); None for a backbone-only model."""
-    if not hasattr(_models, "get_pair_head"):
-        return None
-    found = _models.get_pair_head(model, device, dtype)
+    found = get_pair_head(model, device, dtype)
     if found is None:
         return None
     head, info = found

@@ -193,7 +193,11 @@ def decode_nested(
         ks, ws = cj[starts[a] : starts[a + 1]], cw[starts[a] : starts[a + 1]]
         if len(ks):
             enclosed = ws + f[a + 1, ks - 1]
-            row = np.maximum(row, (enclosed[:, None] + f[ks + 1, a:]).max(axis=0))
+            if ks[-1] - ks[0] + 1 == len(ks):  # a run of partners: a view, not a gathered copy
+                block = f[ks[0] + 1 : ks[-1] + 2, a:]
+            else:
+                block = f[ks + 1, a:]
+            row = np.maximum(row, (enclosed[:, None] + block).max(axis=0))
         f[a, a:] = row
     pairs: list[tuple[int, int]] = []
     stack = [(0, n - 1)]

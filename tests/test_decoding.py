@@ -85,6 +85,11 @@ def test_greedy_ties_go_by_i_then_j():
         p[i, j] = p[j, i] = 0.7
     # sorted (i, j): (0, 6), (0, 9), (2, 6), (3, 9) -> (0, 6) then (3, 9)
     assert decode_greedy(p, "A" * 10, threshold=0.5).tolist() == [[0, 6], [3, 9]]
+    p = np.zeros((8, 8))
+    for i, j in [(0, 7), (2, 7), (0, 5)]:
+        p[i, j] = p[j, i] = 0.7
+    # (0, 5) before (0, 7): then (2, 7) is free; j descending would keep (0, 7) alone
+    assert decode_greedy(p, "A" * 8, threshold=0.5).tolist() == [[0, 5], [2, 7]]
 
 
 def test_threshold_is_strict_and_min_loop_length_counts_enclosed_bases():

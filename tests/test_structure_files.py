@@ -431,3 +431,17 @@ def test_f1_errors_name_the_row():
         base_pair_f1("(.)", "(.)")
     with pytest.raises(ValueError, match="shift must be a non-negative integer"):
         base_pair_f1(["."], ["."], shift=-1)
+
+
+@FAST
+@given(pairings(), pairings())
+def test_f1_properties_on_random_pairings(a, b):
+    (pa, la), (pb, lb) = a, b
+    assert base_pair_f1([pa], [pa]) == 1.0
+    ab, ba = base_pair_f1([pa], [pb]), base_pair_f1([pb], [pa])
+    assert ab == pytest.approx(ba)  # F1 is symmetric in truth and prediction
+    assert 0.0 <= ab <= 1.0
+    assert base_pair_f1([pa], [pb], shift=1) >= ab  # the tolerance never lowers a score
+    sa, sb = pairs_to_dot_bracket(pa, la), pairs_to_dot_bracket(pb, lb)
+    if la == lb:
+        assert base_pair_f1([sa], [sb]) == pytest.approx(ab)  # strings score like pairs

@@ -26,7 +26,7 @@ from sklearn.utils import check_random_state
 from torch import nn
 
 from ._adapters import LORA_TARGETS, TrainSpec, merged_state, trainable_encoder
-from ._alphabet import get_alphabet
+from ._alphabet import get_alphabet, row_name
 from ._base import DEFAULT_BATCH_TOKENS, RnaFmEstimator, _deduplicate
 from ._decoding import decode_greedy, decode_nested
 from ._embedder import _expand
@@ -269,14 +269,14 @@ class RnaFmStructurePredictor(RnaFmEstimator):
         to all-unpaired.
         """
         config, device, stride = self._settings()
-        tokens, _ = self._tokens(X, config)
-        return self._maps(tokens, device, stride)[0]
+        tokens, index = self._tokens(X, config)
+        return self._maps(tokens, device, stride, index)[0]
 
     def predict(self, X: Any) -> np.ndarray:
         """Dot-bracket strings (object array): ``()`` then ``[]``, ``{}``, ``<>``, letters."""
         config, device, stride = self._settings()
-        tokens, _ = self._tokens(X, config)
-        pairs = self._predicted_pairs(tokens, device, stride)
+        tokens, index = self._tokens(X, config)
+        pairs = self._predicted_pairs(tokens, device, stride, index)
         return np.asarray(
             [pairs_to_dot_bracket(p, len(t)) for p, t in zip(pairs, tokens, strict=True)],
             dtype=object,
@@ -285,8 +285,8 @@ class RnaFmStructurePredictor(RnaFmEstimator):
     def predict_pairs(self, X: Any) -> list[np.ndarray]:
         """Per sequence the predicted pairs: ``(n_pairs, 2)`` int64 arrays, ``i < j``, 0-based."""
         config, device, stride = self._settings()
-        tokens, _ = self._tokens(X, config)
-        return self._predicted_pairs(tokens, device, stride)
+        tokens, index = self._tokens(X, config)
+        return self._predicted_pairs(tokens, device, stride, index)
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Mean per-sequence base-pair F1 of :meth:`predict` against the structures ``y``.
@@ -296,7 +296,7 @@ class RnaFmStructurePredictor(RnaFmEstimator):
         config, device, stride = self._settings()
         tokens, index = self._tokens(X, config)
         truth = check_structures(y, tokens, index)  # before any compute
-        pred = self._predicted_pairs(tokens, device, stride)
+        pred = self._predicted_pairs(tokens, device, stride, index)
         if not tokens:
             return float("nan")
         f1 = base_pair_f1(truth, pred, average=False)
@@ -305,16 +305,16 @@ class RnaFmStructurePredictor(RnaFmEstimator):
         return float(np.average(f1, weights=np.asarray(sample_weight, dtype=np.float64)))
 
     def _predicted_pairs(
-        self, tokens: list[bytes], device: torch.device, stride: int
+        self, tokens: list[bytes], device: torch.device, stride: int, index: Any = None
     ) -> list[np.ndarray]:
-        probs, threshold = self._maps(tokens, device, stride)
+        probs, threshold = self._maps(tokens, device, stride, index)
         return [self._decode(p, t, threshold) for p, t in zip(probs, tokens, strict=True)]
 
     def _maps(
-        self, tokens: list[bytes], device: torch.device, stride: int
+        self, tokens: list[bytes], device: torch.device, stride: int, index: Any = None
     ) -> tuple[list[np.ndarray], float]:
         """Probability maps of validated token lists, and the threshold to decode them at."""
-        self._check_map_sizes(tokens)
+        self._check_map_sizes(tokens, index)
         encoder, head, threshold = self._predictor(device)
         if self.threshold is not None:
             threshold = float(self.threshold)
@@ -450,7 +450,7 @@ class RnaFmStructurePredictor(RnaFmEstimator):
         if not tokens:
             raise ValueError(f"X is empty: {type(self).__name__}.fit needs at least one sequence.")
         pairs = check_structures(y, tokens, index)
-        self._check_map_sizes(tokens)
+        self._check_map_sizes(tokens, index)
         mode = self.train
         base = get_encoder(
             self.model, device, DTYPES[self.dtype] if mode == "head" else torch.float32
@@ -478,11 +478,9 @@ class RnaFmStructurePredictor(RnaFmEstimator):
         encoder, params, states = None, {}, None
         if mode == "head":
             unique, inverse = _deduplicate(tokens)
+            frozen = self._runner(base)
             per_unique = self._run(
-                runner,
-                len(unique),
-                "seq",
-                lambda: self._runner(base).per_token(unique, plan),
+                frozen, len(unique), "seq", lambda: frozen.per_token(unique, plan)
             )
             states = [torch.from_numpy(per_unique[j]).to(device) for j in inverse.tolist()]
         else:
@@ -655,14 +653,17 @@ class RnaFmStructurePredictor(RnaFmEstimator):
         tokens = self.batch_tokens or DEFAULT_BATCH_TOKENS.get(device.type, 4096)
         return SimpleNamespace(train=train, seed=seed, batch_tokens_encoder=int(tokens))
 
-    def _check_map_sizes(self, tokens: Sequence[bytes]) -> None:
+    def _check_map_sizes(
+        self, tokens: Sequence[bytes], index: Sequence[object] | None = None
+    ) -> None:
         """A map over ``max_map_elements`` is an error before any compute."""
         limit = int(self.max_map_elements)
         for i, t in enumerate(tokens):
             if len(t) * len(t) > limit:
                 side = int(limit**0.5)
                 raise ValueError(
-                    f"Sequence {i} (0-based) has {len(t)} nt: its {len(t)} x {len(t)} pair map "
+                    f"{row_name(i, None if index is None else index[i])} has {len(t)} nt: its "
+                    f"{len(t)} x {len(t)} pair map "
                     f"({len(t) * len(t):,} elements) exceeds max_map_elements={limit:,} "
                     f"(sequences up to {side} nt). Raise max_map_elements (the head's memory "
                     "grows with L^2, see the user guide) or split the sequence."

@@ -253,7 +253,8 @@ def test_long_sequences_window_and_map_limit(fitted):
     assert windowed.predict_proba([long])[0].shape == (1040, 1040)
     windowed.set_params(max_map_elements=1000 * 1000)
     with pytest.raises(
-        ValueError, match=r"1040 nt.*max_map_elements=1,000,000 \(sequences up to 1000 nt\)"
+        ValueError,
+        match=r"row 0 \(0-based\) has 1040 nt.*max_map_elements=1,000,000 \(sequences up to 1000 nt\)",
     ):
         windowed.predict_proba([long])
 

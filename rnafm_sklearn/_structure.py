@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,12 +21,11 @@ import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state
 from torch import nn
 
-from ._adapters import LORA_TARGETS, TrainSpec, merged_state, trainable_encoder
+from ._adapters import TrainSpec, merged_state, trainable_encoder
 from ._alphabet import get_alphabet, row_name
-from ._base import DEFAULT_BATCH_TOKENS, RnaFmEstimator, _deduplicate
+from ._base import RnaFmEstimator, _deduplicate
 from ._decoding import decode_greedy, decode_nested
 from ._embedder import _expand
 from ._encoder import RnaFmConfig, RnaFmEncoder
@@ -42,6 +40,14 @@ from ._structure_heads import (
     pretrained_head,
     save_structure,
 )
+from ._structure_options import (
+    DEFAULT_BATCH_PAIRS,
+    DEFAULT_POS_WEIGHT,
+    count_steps,
+    is_real,
+    positive_int,
+    train_options,
+)
 from ._structure_targets import check_structures
 from ._structure_training import (
     PairData,
@@ -55,14 +61,8 @@ __all__ = ["DEFAULT_MAX_MAP_ELEMENTS", "RnaFmStructurePredictor"]
 # activations alive at once (64 channels: 256 bytes per map element each); measured peak of
 # the default 32 x 64 head in float32 on the CPU: see docs/user_guide/structure.md.
 DEFAULT_MAX_MAP_ELEMENTS = 2048 * 2048
-# Training: map elements per optimizer step (max(L) * sum(L) over the batch's sequences):
-# one 512-nt sequence, or 16 of 128 nt.
-DEFAULT_BATCH_PAIRS = 512 * 512
 DECODINGS = ("greedy", "nested")
 TRAIN_MODES = ("head", "lora")
-# Weight of a paired candidate in the loss (unpaired: 1); see the docstring of pos_weight.
-DEFAULT_POS_WEIGHT = 8.0
-DEFAULT_LEARNING_RATES = {"head": 1e-3, "lora": 1e-3}
 UNKNOWN_ORIGIN_THRESHOLD = 0.5  # the official Python functions' default
 
 
@@ -441,7 +441,7 @@ class RnaFmStructurePredictor(RnaFmEstimator):
             Fitted; a failed or interrupted fit leaves the estimator as it was.
         """
         config, device, stride = self._settings()
-        options = self._train_options(device)
+        options = train_options(self, device)
         if y is None:
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target y is None."
@@ -513,7 +513,7 @@ class RnaFmStructurePredictor(RnaFmEstimator):
             return _mean_f1(probs, d, [tokens[i] for i in val_rows], decode_threshold, self)
 
         progress = SimpleNamespace(progress=None)
-        steps = _count_steps(data, options.train)
+        steps = count_steps(data, options.train)
         devices = [device] if device.type == "cuda" else []
         # dropout draws from the global generator: seeded here, restored afterwards
         with self._progress(progress, steps, "step"), torch.random.fork_rng(devices=devices):
@@ -594,64 +594,14 @@ class RnaFmStructurePredictor(RnaFmEstimator):
         self._check_choice("decoding", self.decoding, DECODINGS)
         self._check_choice("train", self.train, TRAIN_MODES)
         if self.threshold is not None and not (
-            _is_real(self.threshold) and 0.0 <= float(self.threshold) < 1.0
+            is_real(self.threshold) and 0.0 <= float(self.threshold) < 1.0
         ):
             raise self._fail("threshold", "a float in [0, 1) or None", self.threshold)
-        _positive_int(self, "min_loop_length", self.min_loop_length, zero=True)
+        positive_int(self, "min_loop_length", self.min_loop_length, zero=True)
         if not isinstance(self.canonical_only, bool | np.bool_):
             raise self._fail("canonical_only", "a bool", self.canonical_only)
-        _positive_int(self, "max_map_elements", self.max_map_elements)
+        positive_int(self, "max_map_elements", self.max_map_elements)
         return config, device, stride
-
-    def _train_options(self, device: torch.device) -> SimpleNamespace:
-        _positive_int(self, "head_blocks", self.head_blocks)
-        _positive_int(self, "head_channels", self.head_channels)
-        _positive_int(self, "lora_rank", self.lora_rank)
-        _positive_int(self, "max_epochs", self.max_epochs)
-        _positive_int(self, "batch_pairs", self.batch_pairs, none=True)
-        _positive_int(self, "n_iter_no_change", self.n_iter_no_change, none=True)
-        self._check_choice("lora_targets", self.lora_targets, tuple(LORA_TARGETS))
-        for name, low, high, what in (
-            ("pos_weight", 1e-12, np.inf, "a positive float"),
-            ("lora_alpha", 1e-12, np.inf, "a positive float"),
-            ("weight_decay", 0.0, np.inf, "a float >= 0"),
-            ("warmup_fraction", 0.0, 1.0, "a float in [0, 1)"),
-            ("validation_fraction", 0.0, 1.0, "a float in [0, 1)"),
-            ("tol", 0.0, np.inf, "a float >= 0"),
-        ):
-            value = getattr(self, name)
-            if not (_is_real(value) and low <= float(value) < high):
-                raise self._fail(name, what, value)
-        for name in ("learning_rate", "head_learning_rate"):
-            value = getattr(self, name)
-            if value is not None and not (_is_real(value) and float(value) > 0):
-                raise self._fail(name, "a positive float or None", value)
-        for name in ("verbose", "checkpointing"):
-            if not isinstance(getattr(self, name), bool | np.bool_ | Integral):
-                raise self._fail(name, "a bool", getattr(self, name))
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        lr = self.learning_rate or DEFAULT_LEARNING_RATES[self.train]
-        if self.train == "head":  # only the head is trained: learning_rate is its rate
-            head_lr = self.head_learning_rate or lr
-        else:
-            head_lr = self.head_learning_rate or DEFAULT_LEARNING_RATES["head"]
-        train = PairTrainOptions(
-            max_epochs=int(self.max_epochs),
-            learning_rate=float(lr),
-            head_learning_rate=float(head_lr),
-            weight_decay=float(self.weight_decay),
-            warmup_fraction=float(self.warmup_fraction),
-            batch_pairs=int(self.batch_pairs or DEFAULT_BATCH_PAIRS),
-            n_iter_no_change=self.n_iter_no_change,
-            tol=float(self.tol),
-            autocast=None if self.dtype == "float32" else DTYPES[self.dtype],
-            seed=seed,
-            pos_weight=float(self.pos_weight),
-            min_separation=int(self.min_loop_length) + 1,
-            verbose=bool(self.verbose),
-        )
-        tokens = self.batch_tokens or DEFAULT_BATCH_TOKENS.get(device.type, 4096)
-        return SimpleNamespace(train=train, seed=seed, batch_tokens_encoder=int(tokens))
 
     def _check_map_sizes(
         self, tokens: Sequence[bytes], index: Sequence[object] | None = None
@@ -701,26 +651,6 @@ class RnaFmStructurePredictor(RnaFmEstimator):
 
 
 # ---------------------------------------------------------------------------- helpers
-def _is_real(value: object) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and np.isfinite(float(value))
-
-
-def _positive_int(
-    est: RnaFmStructurePredictor,
-    name: str,
-    value: object,
-    *,
-    none: bool = False,
-    zero: bool = False,
-) -> None:
-    ok = (none and value is None) or (
-        isinstance(value, Integral) and not isinstance(value, bool) and value >= (0 if zero else 1)
-    )
-    if not ok:
-        what = "an int >= 0" if zero else "a positive int"
-        raise est._fail(name, what + (" or None" if none else ""), value)
-
-
 def _mean_f1(
     probs: list[np.ndarray],
     data: PairData,
@@ -739,9 +669,3 @@ def _calibrate(
     grid = np.round(np.arange(0.02, 0.99, 0.02), 2)
     scores = [_mean_f1(probs, data, tokens, float(t), est) for t in grid]
     return float(grid[int(np.argmax(scores))])
-
-
-def _count_steps(data: PairData, options: PairTrainOptions) -> int:
-    from ._training import steps_per_epoch
-
-    return sum(steps_per_epoch(data.costs(), options.batch_pairs, options.seed, options.max_epochs))

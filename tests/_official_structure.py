@@ -16,7 +16,6 @@ from unittest import mock
 
 import fm.downstream.baseline as fm_baseline
 import torch
-
 from _official import load_official, make_official_checkpoint, official_tokens
 
 HEAD = "pc-resnet_1_sym_first:r-ss"

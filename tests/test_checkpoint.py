@@ -107,7 +107,9 @@ def test_missing_path_never_downloads(tmp_path):
 
 
 def test_missing_name_hints_at_pretrained_names():
-    with pytest.raises(FileNotFoundError, match=r"Named pretrained models: mrna-fm, rna-fm\."):
+    with pytest.raises(
+        FileNotFoundError, match=r"Named pretrained models: mrna-fm, rna-fm, rna-fm-ss\."
+    ):
         load_model("rnafm")
 
 

@@ -48,6 +48,7 @@ from ._training import (
 )
 
 __all__ = [
+    "DEFAULT_BATCH_SIZE",
     "DEFAULT_HEAD_LEARNING_RATE",
     "DEFAULT_LEARNING_RATES",
     "RnaFmClassifier",
@@ -61,6 +62,11 @@ __all__ = [
 # LogisticRegression within 10-20 epochs (examples/finetune_riboswitch.py, tiny model).
 DEFAULT_LEARNING_RATES = {"lora": 1e-3, "top": 1e-4, "all": 3e-5}
 DEFAULT_HEAD_LEARNING_RATE = 1e-2
+# Rows per optimisation step, the same on every device. 16 is the small end of the batch sizes
+# usual for fine-tuning transformers (16 or 32) and about what the CPU default token budget
+# (1024) held before the two were separated, for sequences of ~60 nt: the default learning
+# rates above were chosen under it.
+DEFAULT_BATCH_SIZE = 16
 
 # Parameters passed on to the RnaFmEmbedder that computes frozen features and predictions.
 _EMBEDDER_PARAMS = (
@@ -218,11 +224,7 @@ class _RnaFmFineTuner(RnaFmEstimator):
             loss, score = classification_loss, accuracy
         else:
             loss, score = regression_loss, r2
-        steps = sum(
-            steps_per_epoch(
-                data.costs, s.options.batch_tokens, s.options.seed, s.options.max_epochs
-            )
-        )
+        steps = s.options.max_epochs * steps_per_epoch(len(data), s.options.batch_size)
         progress = SimpleNamespace(progress=None)
         with self._progress(progress, steps, "step"):
             options = s.options
@@ -371,6 +373,7 @@ class _RnaFmFineTuner(RnaFmEstimator):
             head_learning_rate=float(head_lr),
             weight_decay=float(self.weight_decay),
             warmup_fraction=float(self.warmup_fraction),
+            batch_size=int(self.batch_size),
             batch_tokens=int(budget),
             n_iter_no_change=self.n_iter_no_change,
             tol=float(self.tol),
@@ -398,6 +401,7 @@ class _RnaFmFineTuner(RnaFmEstimator):
         real("lora_alpha", self.lora_alpha, 1e-12, float("inf"), "a positive float")
         self._check_choice("lora_targets", self.lora_targets, tuple(LORA_TARGETS))
         positive_int("max_epochs", self.max_epochs)
+        positive_int("batch_size", self.batch_size)
         for name in ("learning_rate", "head_learning_rate"):
             if getattr(self, name) is not None:
                 real(name, getattr(self, name), 1e-30, float("inf"), "a positive float or None")
@@ -608,9 +612,15 @@ _COMMON_DOC = """
     warmup_fraction : float, default=0.1
         Share of all steps over which the learning rate rises linearly; it then falls
         linearly to zero at the end of ``max_epochs``.
+    batch_size : int, default=16
+        Rows per optimisation step, on every device: with the same ``random_state`` the
+        same rows make up each step, and an epoch has ``ceil(n_training_rows / batch_size)``
+        steps, on a CPU as on a GPU. The last step of an epoch may hold fewer rows.
     batch_tokens : int, optional
-        Token budget per training step and per inference pass (padding included); default
-        1024 on the CPU, 32768 on CUDA.
+        A memory cap, not a training setting: the token budget (padding included) of one
+        forward/backward pass and of one inference pass; default 1024 on the CPU, 32768 on
+        CUDA. A step whose rows exceed it runs as several passes whose gradients are
+        accumulated, the same gradient as one pass (up to float rounding).
     validation_fraction : float, default=0.0
         Share of the rows held out (stratified for a classifier) and scored after each epoch
         (accuracy or R^2); the best epoch's weights are kept. 0: no validation.
@@ -699,6 +709,7 @@ class RnaFmClassifier(ClassifierMixin, _RnaFmFineTuner):
         head_learning_rate: float | None = None,
         weight_decay: float = 0.0,
         warmup_fraction: float = 0.1,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         batch_tokens: int | None = None,
         validation_fraction: float = 0.0,
         n_iter_no_change: int | None = 3,
@@ -731,6 +742,7 @@ class RnaFmClassifier(ClassifierMixin, _RnaFmFineTuner):
         self.head_learning_rate = head_learning_rate
         self.weight_decay = weight_decay
         self.warmup_fraction = warmup_fraction
+        self.batch_size = batch_size
         self.batch_tokens = batch_tokens
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
@@ -836,6 +848,7 @@ class RnaFmRegressor(RegressorMixin, _RnaFmFineTuner):
         head_learning_rate: float | None = None,
         weight_decay: float = 0.0,
         warmup_fraction: float = 0.1,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         batch_tokens: int | None = None,
         validation_fraction: float = 0.0,
         n_iter_no_change: int | None = 3,
@@ -867,6 +880,7 @@ class RnaFmRegressor(RegressorMixin, _RnaFmFineTuner):
         self.head_learning_rate = head_learning_rate
         self.weight_decay = weight_decay
         self.warmup_fraction = warmup_fraction
+        self.batch_size = batch_size
         self.batch_tokens = batch_tokens
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change

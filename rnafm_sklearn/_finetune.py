@@ -118,7 +118,10 @@ class _RnaFmFineTuner(RnaFmEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True
-        tags.non_deterministic = self.random_state is None
+        # scikit-learn's meaning: results vary even with a fixed random_state. On the CPU the
+        # same seed gives the same model; GPU kernels (autograd's scatter-adds, cuBLAS and
+        # attention reductions) may sum in another order from one run to the next.
+        tags.non_deterministic = _may_run_off_cpu(self.device)
         return tags
 
     def __getstate__(self) -> dict[str, Any]:
@@ -166,6 +169,13 @@ class _RnaFmFineTuner(RnaFmEstimator):
         if previous is not None:
             self._check_warm_start(previous, fingerprint, s, extra)
         train_rows, val_rows = self._split(targets, extra.get("classes_"), s.options.seed)
+        if not float(weights[train_rows].sum()) > 0:
+            raise ValueError(
+                "Every training row has sample_weight 0 (the rows with weight > 0 all fell in "
+                "the validation split): nothing would be learned. Give more rows weight > 0 "
+                "or lower validation_fraction."
+            )
+        targets, extra = self._training_targets(targets, extra, train_rows, weights)
 
         generator = torch.Generator().manual_seed(s.options.seed)
         width = feature_width(s.plan, s.config.hidden_size)
@@ -173,12 +183,6 @@ class _RnaFmFineTuner(RnaFmEstimator):
         head = Head(width, n_out, self.head_hidden, generator).to(s.device)
         if previous is not None:
             head.load_state_dict(previous.head)
-        if not float(weights[train_rows].sum()) > 0:
-            raise ValueError(
-                "Every training row has sample_weight 0 (the rows with weight > 0 all fell in "
-                "the validation split): nothing would be learned. Give more rows weight > 0 "
-                "or lower validation_fraction."
-            )
         runner = Runner(base, batch_tokens=s.options.batch_tokens)
         encoder, params = None, {}
         features = None
@@ -242,28 +246,36 @@ class _RnaFmFineTuner(RnaFmEstimator):
                 score=score,
                 options=options,
             )
-        # Nothing above changed the estimator: from here on, it is fitted in one go.
-        self.__dict__.pop("_merged", None)
-        self._fitted = _Fitted(
-            fingerprint=fingerprint,
-            spec=s.spec,
-            plan=s.plan,
-            lora=(int(self.lora_rank), float(self.lora_alpha), self.lora_targets),
-            head_hidden=self.head_hidden,
-            n_outputs=n_out,
-            head=result.head,
-            encoder=result.encoder,
-        )
-        for name, value in extra.items():
-            if name.endswith("_"):
-                setattr(self, name, value)
-        self.loss_curve_ = result.loss_curve
-        self.validation_scores_ = result.validation_scores if validation is not None else None
-        self.best_validation_score_ = (
-            max(result.validation_scores) if validation is not None else None
-        )
-        self.best_epoch_ = result.best_epoch
-        self.n_iter_ = result.n_iter
+        # Nothing above changed the estimator. Every fitted attribute is built first, then
+        # committed in one step: an interrupt leaves the estimator wholly as it was, or fitted.
+        scores = result.validation_scores
+        fitted: dict[str, Any] = {
+            "_fitted": _Fitted(
+                fingerprint=fingerprint,
+                spec=s.spec,
+                plan=s.plan,
+                lora=(int(self.lora_rank), float(self.lora_alpha), self.lora_targets),
+                head_hidden=self.head_hidden,
+                n_outputs=n_out,
+                head=result.head,
+                encoder=result.encoder,
+            ),
+            "_merged": {},  # the inference copy of a previous fit is stale
+            **{name: value for name, value in extra.items() if name.endswith("_")},
+            "loss_curve_": result.loss_curve,
+            "validation_scores_": scores if validation is not None else None,
+            # the score of the epoch whose weights were kept (NaN if no epoch scored a number)
+            "best_validation_score_": (
+                None
+                if validation is None
+                else float("nan")
+                if result.best_epoch is None
+                else scores[result.best_epoch]
+            ),
+            "best_epoch_": result.best_epoch,
+            "n_iter_": result.n_iter,
+        }
+        self.__dict__.update(fitted)
         return self
 
     # --------------------------------------------------------------------------- predict
@@ -383,6 +395,16 @@ class _RnaFmFineTuner(RnaFmEstimator):
         )
         return _Settings(config, device, plan, spec, options)
 
+    def _training_targets(
+        self,
+        targets: torch.Tensor,
+        extra: dict[str, Any],
+        train_rows: np.ndarray,
+        weights: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The targets the loss sees, from the training rows (the regressor standardises)."""
+        return targets, extra
+
     def _check_training_params(self) -> None:
         def positive_int(name: str, value: object, none: bool = False) -> None:
             ok = (none and value is None) or (
@@ -492,7 +514,19 @@ def _sample_weights(sample_weight: Any, n: int) -> torch.Tensor:
     if sample_weight is None:
         return torch.ones(n, dtype=torch.float32)
     try:
-        w = np.asarray(sample_weight, dtype=np.float64)
+        raw = np.asarray(sample_weight)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"sample_weight must be numeric ({exc}).") from None
+    if np.iscomplexobj(raw) or (
+        raw.dtype == object
+        and any(isinstance(v, complex | np.complexfloating) for v in raw.ravel().tolist())
+    ):
+        raise ValueError(
+            "sample_weight must be real: complex values are not supported (the imaginary part "
+            "would be dropped). Pass sample_weight.real or abs(sample_weight) explicitly."
+        )
+    try:
+        w = raw.astype(np.float64)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"sample_weight must be numeric ({exc}).") from None
     if w.shape != (n,):
@@ -509,6 +543,16 @@ def _sample_weights(sample_weight: Any, n: int) -> torch.Tensor:
     # Only ratios count (the loss and the scores are weighted means): relative to the largest,
     # weights beyond float32's range (1e39, 1e-46) neither overflow nor vanish.
     return torch.from_numpy((w / w.max()).astype(np.float32))
+
+
+def _may_run_off_cpu(device: object) -> bool:
+    """Whether ``device`` may resolve to a GPU (``"auto"`` where one is visible)."""
+    if not isinstance(device, str):
+        return False
+    if device == "auto":
+        mps = getattr(torch.backends, "mps", None)
+        return torch.cuda.is_available() or bool(mps and mps.is_available())
+    return device.split(":")[0] in ("cuda", "mps")
 
 
 def _first_non_numeric(y: np.ndarray) -> int | None:
@@ -806,8 +850,9 @@ class RnaFmClassifier(ClassifierMixin, _RnaFmFineTuner):
 class RnaFmRegressor(RegressorMixin, _RnaFmFineTuner):
     """Fine-tune RNA-FM to predict one or several real values per RNA sequence.
 
-    Targets are standardised for training (mean 0, variance 1 per output, on the training
-    rows) and predictions mapped back; the loss is the (weighted) mean squared error.
+    Targets are standardised for training (mean 0, variance 1 per output, over the training
+    rows weighted by ``sample_weight``; validation rows do not count) and predictions mapped
+    back; the loss is the (weighted) mean squared error.
     {common}
 
     Attributes
@@ -915,10 +960,12 @@ class RnaFmRegressor(RegressorMixin, _RnaFmFineTuner):
                 "y must be real: complex values are not supported (the imaginary part would "
                 "be dropped). Pass y.real or abs(y) explicitly."
             )
-        bad = _first_non_numeric(raw)
+        # a list mixing numbers and text becomes an all-text array: find the row as given
+        mixed = np.asarray(y, dtype=object) if raw.dtype.kind in "USV" else raw
+        bad = _first_non_numeric(mixed)
         if bad is not None:
-            row = bad // max(1, int(np.prod(raw.shape[1:])))
-            value = raw.ravel()[bad]
+            row = bad // max(1, int(np.prod(mixed.shape[1:])))
+            value = mixed.ravel()[bad]
             raise ValueError(
                 f"y must be numeric for RnaFmRegressor, but {row_name(row, None)} is "
                 f"{str(value)!r} ({type(value).__name__}). Convert numbers stored as text with "
@@ -941,20 +988,35 @@ class RnaFmRegressor(RegressorMixin, _RnaFmFineTuner):
                 f"y holds NaN or inf at {row_name(row, None)}; drop or impute those rows."
             )
         two_d = values.reshape(n, -1)
-        # mean and std of y / max|y|, scaled back: no overflow for finite y up to 1.8e308
-        peak = np.abs(two_d).max(0)
-        peak[peak == 0] = 1.0
-        mean = (two_d / peak).mean(0) * peak
-        scale = (two_d / peak).std(0) * peak
-        scale[scale == 0] = 1.0
-        targets = torch.as_tensor((two_d - mean) / scale, dtype=torch.float32)
-        return targets, {
+        return torch.from_numpy(np.ascontiguousarray(two_d)), {
             "n_outputs_": two_d.shape[1],
             "n_outputs": two_d.shape[1],
-            "_y_mean_": mean,
-            "_y_scale_": scale,
             "_y_1d_": values.ndim == 1,
         }
+
+    def _training_targets(
+        self,
+        targets: torch.Tensor,
+        extra: dict[str, Any],
+        train_rows: np.ndarray,
+        weights: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Standardised targets: weighted mean and standard deviation of the training rows.
+
+        Weighted by ``sample_weight`` as the loss is (a row of weight 0 changes nothing);
+        validation rows do not count. An output that does not vary gets scale 1.
+        """
+        two_d = targets.numpy()
+        y, w = two_d[train_rows], weights.numpy().astype(np.float64)[train_rows]
+        # mean and std of y / max|y|, scaled back: no overflow for finite y up to 1.8e308
+        peak = np.abs(y).max(0)
+        peak[peak == 0] = 1.0
+        mean = np.average(y / peak, axis=0, weights=w)
+        scale = np.sqrt(np.average((y / peak - mean) ** 2, axis=0, weights=w)) * peak
+        mean *= peak
+        scale[scale == 0] = 1.0
+        standardised = torch.as_tensor((two_d - mean) / scale, dtype=torch.float32)
+        return standardised, {**extra, "_y_mean_": mean, "_y_scale_": scale}
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted values: ``(n_samples,)``, or ``(n_samples, n_outputs)`` for 2-D ``y``."""

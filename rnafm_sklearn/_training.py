@@ -26,6 +26,7 @@ from ._inference import Plan, Runner, _pool, pack_batches
 
 __all__ = [
     "Data",
+    "DivergedError",
     "Head",
     "TrainOptions",
     "TrainResult",
@@ -233,6 +234,11 @@ def train(
     ``head_learning_rate``, the encoder tensors at ``learning_rate`` (same schedule).
     Under float16 autocast the loss is scaled dynamically (``GradScaler``): steps whose
     gradients overflow are skipped, and still count in the schedule.
+
+    Each step holds ``batch_size`` rows (a random order per epoch, :func:`epoch_batches`),
+    run in micro-batches under ``batch_tokens`` whose gradients are accumulated (see
+    :func:`_accumulate`). A non-finite loss (outside float16) or non-finite trained tensors
+    after an epoch raise :class:`DivergedError` naming the learning rates.
     """
     device = next(head.parameters()).device
     groups = [{"params": list(head.parameters()), "lr": options.head_learning_rate}]
@@ -262,6 +268,10 @@ def train(
             step_loss, step_weight = _accumulate(
                 head, encoder, runner, plan, data, batch, loss, scaler, options, device
             )
+            # under float16 a non-finite loss is an overflow the scaler skips (weights checked
+            # after the epoch); otherwise it is divergence, and the step would spread NaN
+            if not scaler.is_enabled() and not math.isfinite(step_loss):
+                raise DivergedError(_diverged(f"the loss is {step_loss}", epoch, options))
             scaler.step(optimizer)
             scaler.update()
             if scaler.is_enabled():  # a skipped first step (inf gradients) is not a misuse
@@ -274,6 +284,9 @@ def train(
             total_weight += step_weight
             if options.progress is not None:
                 options.progress(1)
+        bad = _non_finite(head, encoder_params)
+        if bad is not None:
+            raise DivergedError(_diverged(f"{bad} holds NaN or inf", epoch, options))
         result.loss_curve.append(total_loss / max(total_weight, 1e-12))
         result.n_iter = epoch + 1
         line = f"epoch {epoch + 1}/{options.max_epochs}: loss {result.loss_curve[-1]:.5f}"
@@ -297,6 +310,31 @@ def train(
     if validation is None or result.best_epoch is None:  # no score was a number: the last
         result.head, result.encoder = _snapshot(head, encoder_params)
     return result
+
+
+class DivergedError(ValueError):
+    """Training produced a non-finite loss or weights: the learning rate is too large."""
+
+
+def _diverged(what: str, epoch: int, options: TrainOptions) -> str:
+    rates = f"learning_rate={options.learning_rate:g}"
+    if options.head_learning_rate != options.learning_rate:
+        rates += f", head_learning_rate={options.head_learning_rate:g}"
+    return (
+        f"Training diverged in epoch {epoch + 1}: {what}. The learning rate is too large "
+        f"({rates}): lower learning_rate (and head_learning_rate)."
+    )
+
+
+def _non_finite(head: Head, encoder_params: dict[str, nn.Parameter]) -> str | None:
+    """The name of the first trained tensor holding NaN or inf, or None."""
+    tensors = [(f"head.{k}", p) for k, p in head.named_parameters()]
+    tensors += [(k, p) for k, p in encoder_params.items()]
+    with torch.no_grad():
+        for name, tensor in tensors:
+            if not bool(torch.isfinite(tensor).all()):
+                return f"the trained tensor {name!r}"
+    return None
 
 
 def _accumulate(

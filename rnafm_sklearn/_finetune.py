@@ -30,11 +30,16 @@ from sklearn.utils.validation import check_is_fitted
 from ._adapters import LORA_TARGETS, TrainSpec, merged_state, parse_train, trainable_encoder
 from ._alphabet import row_name
 from ._base import DEFAULT_BATCH_TOKENS, RnaFmEstimator
-from ._embedder import RnaFmEmbedder
 from ._encoder import RnaFmConfig, RnaFmEncoder
 from ._errors import InvalidParameterError, WeightsChangedError, warn
 from ._inference import Plan, Runner, feature_width, n_windows
-from ._models import DTYPES, get_encoder, weights_fingerprint
+from ._models import (
+    DTYPES,
+    absolute_source,
+    get_encoder,
+    inference_copy,
+    weights_fingerprint,
+)
 from ._training import (
     Data,
     Head,
@@ -68,26 +73,9 @@ DEFAULT_HEAD_LEARNING_RATE = 1e-2
 # rates above were chosen under it.
 DEFAULT_BATCH_SIZE = 16
 
-# Parameters passed on to the RnaFmEmbedder that computes frozen features and predictions.
-_EMBEDDER_PARAMS = (
-    "model",
-    "pooling",
-    "layers",
-    "layer_aggregation",
-    "column",
-    "long_sequences",
-    "truncation_side",
-    "window_stride",
-    "device",
-    "dtype",
-    "batch_tokens",
-    "progress",
-    "cache",
-)
-
-
 @dataclass(frozen=True)
 class _Settings:
+    source: str | os.PathLike  # ``model``, a local path made absolute
     config: RnaFmConfig
     device: torch.device
     plan: Plan
@@ -164,7 +152,7 @@ class _RnaFmFineTuner(RnaFmEstimator):
         previous = self.__dict__.get("_fitted") if self.warm_start else None
         # train="head" only runs the inference copy (in ``dtype``); the others train float32
         dtype = DTYPES[self.dtype] if s.spec.mode == "head" else torch.float32
-        base = get_encoder(self.model, s.device, dtype)
+        base = get_encoder(s.source, s.device, dtype)
         fingerprint = weights_fingerprint(base)  # of the float32 weights, whatever ``dtype``
         if previous is not None:
             self._check_warm_start(previous, fingerprint, s, extra)
@@ -261,6 +249,7 @@ class _RnaFmFineTuner(RnaFmEstimator):
                 encoder=result.encoder,
             ),
             "_merged": {},  # the inference copy of a previous fit is stale
+            "_resolved_model": (self.model, s.source),
             **{name: value for name, value in extra.items() if name.endswith("_")},
             "loss_curve_": result.loss_curve,
             "validation_scores_": scores if validation is not None else None,
@@ -289,8 +278,7 @@ class _RnaFmFineTuner(RnaFmEstimator):
             return np.empty((0, fitted.n_outputs), np.float32)
         encoder = self._inference_encoder(fitted, device)
         runner = self._runner(encoder)
-        embedder = self._embedder(cache=fitted.spec.mode == "head")
-        features = embedder._features(runner, fitted.plan, tokens)
+        features = self._features(runner, fitted.plan, tokens, cached=fitted.spec.mode == "head")
         head = Head(features.shape[1], fitted.n_outputs, fitted.head_hidden, torch.Generator())
         head.load_state_dict(fitted.head)
         with torch.no_grad():
@@ -302,7 +290,8 @@ class _RnaFmFineTuner(RnaFmEstimator):
         Checks that ``model`` still holds the weights of the fit (a named error otherwise).
         """
         dtype = DTYPES[self.dtype]
-        base = get_encoder(self.model, device, torch.float32 if fitted.encoder else dtype)
+        source = self._model_source()
+        base = get_encoder(source, device, torch.float32 if fitted.encoder else dtype)
         found = weights_fingerprint(base)
         if found != fitted.fingerprint:
             raise WeightsChangedError(
@@ -319,20 +308,12 @@ class _RnaFmFineTuner(RnaFmEstimator):
         if encoder is None:
             rank, alpha, _ = fitted.lora
             state = merged_state(base, fitted.encoder, lora_alpha=alpha, lora_rank=rank)
-            state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
-            encoder = RnaFmEncoder.from_state_dict(base.config, state)
-            if device.type == "cpu":
-                encoder.pack_for_cpu()
+            encoder = inference_copy(base.config, state, device, dtype)
             cache.clear()  # one inference copy per estimator
             cache[key] = encoder
         return encoder
 
     # ------------------------------------------------------------------------- helpers
-    def _embedder(self, *, cache: bool) -> RnaFmEmbedder:
-        params = {name: getattr(self, name) for name in _EMBEDDER_PARAMS}
-        params["cache"] = self.cache if cache else None
-        return RnaFmEmbedder(**params)
-
     def _frozen_features(
         self, s: _Settings, tokens: list[bytes], base: RnaFmEncoder | None = None
     ) -> torch.Tensor:
@@ -346,14 +327,16 @@ class _RnaFmFineTuner(RnaFmEstimator):
         if base is not None and self.dtype != "float32":
             runner, cache = self._runner(base), False
         else:
-            runner, cache = self._runner(self._encoder(s.device)), True
-        features = self._embedder(cache=cache)._features(runner, s.plan, tokens)
+            encoder = get_encoder(s.source, s.device, DTYPES[self.dtype])
+            runner, cache = self._runner(encoder), True
+        features = self._features(runner, s.plan, tokens, cached=cache)
         return torch.from_numpy(features).to(s.device)
 
     def _settings(self) -> _Settings:
         """Check every parameter (no weights loaded) and resolve the training options."""
         self._check_pooling(self.pooling)
-        config, device, stride = self._check_common()
+        config, device, stride = self._check_common(fit=True)
+        source = absolute_source(self.model)
         plan = self._plan(stride, config.num_layers)
         try:
             spec = parse_train(self.train, config.num_layers)
@@ -393,7 +376,7 @@ class _RnaFmFineTuner(RnaFmEstimator):
             seed=seed,
             verbose=bool(self.verbose),
         )
-        return _Settings(config, device, plan, spec, options)
+        return _Settings(source, config, device, plan, spec, options)
 
     def _training_targets(
         self,

@@ -183,6 +183,19 @@ class Runner:
                 ids[row, 1 + p.masked - p.start] = self.mask
         return ids.to(self.device)
 
+    def padded_pieces(
+        self, token_lists: Sequence[bytes], stride: int
+    ) -> tuple[list[_Piece], torch.Tensor]:
+        """All pieces of ``token_lists`` (windows of a long one) and their padded ids as one
+        ``(n_pieces, T)`` batch on the runner's device, in sequence order.
+
+        For computations outside the runner's batching (training, with autograd): piece ``r``
+        belongs to sequence ``pieces[r].seq`` and its positions ``pieces[r].keep`` are taken
+        from it (see :func:`window_ownership`).
+        """
+        pieces = self._pieces(token_lists, stride)
+        return pieces, self._ids(pieces, token_lists)
+
     def _states(
         self, layers: Sequence[int], *, host: bool
     ) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -102,8 +102,7 @@ def pooled_features(
     that owns it, ``<cls>``/``<eos>`` averaged over windows, then pooled. All pieces of the
     given sequences run as one padded batch.
     """
-    pieces = runner._pieces(token_lists, plan.window_stride)
-    ids = runner._ids(pieces, token_lists)
+    pieces, ids = runner.padded_pieces(token_lists, plan.window_stride)
     out = encoder(ids, layers=plan.layers)
     states = torch.stack([out[k] for k in plan.layers]).float()  # (G, P, T, E)
     if plan.aggregate == "mean":

@@ -156,3 +156,101 @@ def test_regressor_text_target_names_its_row():
     with pytest.raises(ValueError, match=r"row 1\b") as info:
         RnaFmRegressor(model=MODEL, train="head", progress=False).fit(SEQS, y)
     assert "'2'" in str(info.value) and "row 0" not in str(info.value)
+
+
+# ----------------------------------------------------------------- B.6 relative model path
+def _fit_in(directory, monkeypatch, est):
+    monkeypatch.chdir(directory)
+    return est.fit(SEQS, LABELS)
+
+
+@pytest.mark.parametrize("train", ["head", "lora"])
+def test_relative_model_path_survives_unpickling_in_another_directory(
+    tmp_path, monkeypatch, train
+):
+    """Fitted with model='model.pth' in one folder, unpickled in another: it failed with
+    'Checkpoint not found: model.pth'. The fit resolves the path; get_params keeps the text."""
+    import pickle
+    import shutil
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copy(TINY_PTH, tmp_path / "a" / "model.pth")
+    est = _fit_in(tmp_path / "a", monkeypatch, clf(model="model.pth", train=train))
+    expected = est.predict_proba(SEQS)
+    monkeypatch.chdir(tmp_path / "b")
+    loaded = pickle.loads(pickle.dumps(est))
+    assert loaded.get_params()["model"] == "model.pth"
+    np.testing.assert_allclose(loaded.predict_proba(SEQS), expected, rtol=1e-6, atol=1e-7)
+    # the checkpoint moved: the error says where it was and how to point model= at it
+    shutil.move(tmp_path / "a" / "model.pth", tmp_path / "b" / "moved.pth")
+    with pytest.raises(FileNotFoundError, match=r"fitted with model='model.pth'.*set_params\(model="):
+        loaded.predict_proba(SEQS)
+    loaded.set_params(model="moved.pth")  # weights checked against the fit's fingerprint
+    np.testing.assert_allclose(loaded.predict_proba(SEQS), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_refit_reads_the_relative_path_anew(tmp_path, monkeypatch):
+    """A new fit resolves model= in the current folder, not where the previous fit ran."""
+    import shutil
+
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        shutil.copy(TINY_PTH, tmp_path / d / "model.pth")
+    est = _fit_in(tmp_path / "a", monkeypatch, clf(model="model.pth"))
+    (tmp_path / "a" / "model.pth").unlink()
+    _fit_in(tmp_path / "b", monkeypatch, est)
+    assert est.predict_proba(SEQS).shape == (12, 2)
+    assert est._resolved_model == ("model.pth", str(tmp_path / "b" / "model.pth"))
+
+
+def test_pipeline_on_embeddings_survives_unpickling_in_another_directory(tmp_path, monkeypatch):
+    import pickle
+    import shutil
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from rnafm_sklearn import RnaFmEmbedder
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copy(TINY_PTH, tmp_path / "a" / "model.pth")
+    monkeypatch.chdir(tmp_path / "a")
+    pipe = make_pipeline(RnaFmEmbedder(model="model.pth", progress=False), LogisticRegression())
+    expected = pipe.fit(SEQS, LABELS).predict_proba(SEQS)
+    monkeypatch.chdir(tmp_path / "b")
+    loaded = pickle.loads(pickle.dumps(pipe))
+    np.testing.assert_allclose(loaded.predict_proba(SEQS), expected, rtol=1e-6, atol=1e-7)
+    assert loaded[0].get_params()["model"] == "model.pth"
+
+
+# ---------------------------------------------------------------------- D.3 one home each
+def test_fine_tuning_borrows_nothing_from_other_estimators_or_runner_internals():
+    """_finetune imported RnaFmEmbedder for its frozen features and packed its own CPU copy;
+    _training reached into runner._pieces/_ids."""
+    import ast
+    from pathlib import Path
+
+    package = Path(finetune.__file__).parent
+    tree = ast.parse((package / "_finetune.py").read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "_embedder" not in imported and "_scoring" not in imported
+    assert "pack_for_cpu" not in (package / "_finetune.py").read_text()
+    assert "runner._" not in (package / "_training.py").read_text()
+
+
+def test_cuda_kernel_numerics_version_is_in_the_cache_key(tmp_path, monkeypatch):
+    """float32 keys do not name the device: a change of the CUDA kernels' numbers must make
+    every entry stale, as one of the CPU kernels does."""
+    from rnafm_sklearn import RnaFmEmbedder, _base
+
+    def keys():
+        e = RnaFmEmbedder(model=MODEL, cache=tmp_path, progress=False)
+        runner, plan, tokens = e._prepare(["ACGUAGG", "GGGAAAC"])
+        return e._cache_keys(e._key_settings(runner, plan), runner, plan.window_stride, tokens)
+
+    before = keys()
+    assert keys() == before
+    monkeypatch.setattr(_base, "CUDA_NUMERICS_VERSION", _base.CUDA_NUMERICS_VERSION + 1)
+    assert set(keys()).isdisjoint(before)

@@ -211,8 +211,11 @@ def test_tags():
     assert c.estimator_type == "classifier" and r.estimator_type == "regressor"
     assert r.target_tags.multi_output and r.target_tags.single_output
     assert not c.target_tags.multi_output
-    assert get_tags(clf()).non_deterministic is False
-    assert get_tags(clf(random_state=None)).non_deterministic is True
+    # non_deterministic means "results vary even with a fixed random_state" (scikit-learn):
+    # not random_state=None; on the CPU the same seed gives the same model, a GPU may not
+    assert get_tags(clf(device="cpu")).non_deterministic is False
+    assert get_tags(clf(random_state=None, device="cpu")).non_deterministic is False
+    assert get_tags(clf(random_state=0, device="cuda")).non_deterministic is True
 
 
 def test_fit_and_score_signatures():

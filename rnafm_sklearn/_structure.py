@@ -31,7 +31,7 @@ from ._embedder import _expand
 from ._encoder import RnaFmConfig, RnaFmEncoder
 from ._errors import InvalidParameterError, WeightsChangedError
 from ._inference import Plan, Runner, n_windows, pack_batches
-from ._models import DTYPES, get_encoder, weights_fingerprint
+from ._models import DTYPES, get_encoder, inference_copy, weights_fingerprint
 from ._pairs import base_pair_f1, pairs_to_dot_bracket
 from ._structure_heads import (
     build_head,
@@ -415,10 +415,7 @@ class RnaFmStructurePredictor(RnaFmEstimator):
         if encoder is None:
             rank, alpha, _ = fitted.lora
             state = merged_state(base, fitted.encoder, lora_alpha=alpha, lora_rank=rank)
-            state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
-            encoder = RnaFmEncoder.from_state_dict(base.config, state)
-            if device.type == "cpu":
-                encoder.pack_for_cpu()
+            encoder = inference_copy(base.config, state, device, dtype)
             cache[key] = encoder
         return encoder
 

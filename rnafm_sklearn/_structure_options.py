@@ -13,8 +13,7 @@ from sklearn.utils import check_random_state
 from ._adapters import LORA_TARGETS
 from ._base import DEFAULT_BATCH_TOKENS
 from ._models import DTYPES
-from ._structure_training import PairData, PairTrainOptions
-from ._training import steps_per_epoch
+from ._structure_training import PairData, PairTrainOptions, pair_steps
 
 __all__ = [
     "DEFAULT_BATCH_PAIRS",
@@ -106,4 +105,4 @@ def positive_int(
 
 
 def count_steps(data: PairData, options: PairTrainOptions) -> int:
-    return sum(steps_per_epoch(data.costs(), options.batch_pairs, options.seed, options.max_epochs))
+    return pair_steps(data.lengths, options.batch_pairs, options.seed, options.max_epochs)

@@ -22,7 +22,7 @@ from torch import nn
 
 from ._encoder import RnaFmEncoder
 from ._inference import Plan, Runner
-from ._training import _autocast, epoch_batches, epoch_rng, steps_per_epoch
+from ._training import _autocast, epoch_rng
 
 __all__ = [
     "PairData",
@@ -30,6 +30,8 @@ __all__ = [
     "PairTrainResult",
     "pad_states",
     "pair_loss",
+    "pair_batches",
+    "pair_steps",
     "pair_targets",
     "token_states",
     "train_pair_head",
@@ -68,10 +70,6 @@ class PairData:
     def __len__(self) -> int:
         return len(self.lengths)
 
-    def costs(self) -> list[tuple[int, int]]:
-        """``(L, L)`` per row: ``epoch_batches`` then bounds ``max(L) * sum(L)`` (~ B L^2)."""
-        return [(n, n) for n in self.lengths]
-
 
 @dataclass
 class PairTrainResult:
@@ -95,8 +93,7 @@ def token_states(
     long sequence), each nucleotide's state from the window that owns it. All pieces of the
     given sequences run as one padded batch.
     """
-    pieces = runner._pieces(token_lists, plan.window_stride)
-    ids = runner._ids(pieces, token_lists)
+    pieces, ids = runner.padded_pieces(token_lists, plan.window_stride)
     states = encoder(ids, layers=plan.layers[:1])[plan.layers[0]].float()  # (P, T, E)
     parts: list[list[torch.Tensor]] = [[] for _ in token_lists]
     for row, p in enumerate(pieces):
@@ -154,6 +151,29 @@ def pair_loss(
     return (per_pair * weights).sum() / total.clamp_min(1e-12), total.detach()
 
 
+def pair_batches(lengths: Sequence[int], budget: int, rng: np.random.Generator) -> list[list[int]]:
+    """One epoch's batches: a random order cut greedily so that ``max(L) * sum(L)`` (about
+    ``B * L^2``, the map elements) stays within ``budget``; a row over it is a batch alone."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    width = total = 0
+    for i in rng.permutation(len(lengths)).tolist():
+        n = lengths[i]
+        if current and max(width, n) * (total + n) > budget:
+            batches.append(current)
+            current, width, total = [], 0, 0
+        current.append(i)
+        width, total = max(width, n), total + n
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pair_steps(lengths: Sequence[int], budget: int, seed: int, epochs: int) -> int:
+    """Optimizer steps of ``epochs`` epochs (batch counts vary with the order)."""
+    return sum(len(pair_batches(lengths, budget, epoch_rng(seed, e))) for e in range(epochs))
+
+
 HeadForward = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -183,9 +203,8 @@ def train_pair_head(
     if encoder_params:
         groups.append({"params": list(encoder_params.values()), "lr": options.learning_rate})
     optimizer = torch.optim.AdamW(groups, weight_decay=options.weight_decay)
-    costs = data.costs()
     budget = options.batch_pairs
-    total = max(1, sum(steps_per_epoch(costs, budget, options.seed, options.max_epochs)))
+    total = max(1, pair_steps(data.lengths, budget, options.seed, options.max_epochs))
     warmup = max(1, round(options.warmup_fraction * total)) if options.warmup_fraction else 0
 
     def factor(step: int) -> float:
@@ -200,7 +219,7 @@ def train_pair_head(
     for epoch in range(options.max_epochs):
         head.train()
         loss_sum = weight_sum = 0.0
-        for batch in epoch_batches(costs, budget, epoch_rng(options.seed, epoch)):
+        for batch in pair_batches(data.lengths, budget, epoch_rng(options.seed, epoch)):
             states = _batch_states(encoder, runner, plan, data, batch)
             x, lengths = pad_states(states)
             with _autocast(device, options.autocast):
@@ -265,7 +284,7 @@ def predict_probabilities(
     head.eval()
     out: list[np.ndarray | None] = [None] * len(data)
     with torch.no_grad():
-        for batch in epoch_batches(data.costs(), options.batch_pairs, np.random.default_rng(0)):
+        for batch in pair_batches(data.lengths, options.batch_pairs, np.random.default_rng(0)):
             x, lengths = pad_states(_batch_states(encoder, runner, plan, data, batch))
             with _autocast(device, options.autocast):
                 logits = forward(head, x, lengths).float()

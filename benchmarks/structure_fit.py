@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
     p.add_argument("--skip-fit", action="store_true")
     p.add_argument("--skip-vienna", action="store_true")
+    p.add_argument("--lengths", type=int, nargs="+", default=[100, 300, 512])
     args = p.parse_args(argv)
     if args.one:
         model, length, mode, n = args.one
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     model, _, _ = make_official_structure(folder, embed_dim=640, heads=20, ffn=5120)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
     if not args.skip_fit:
-        rows = fit_costs(model, 1 if args.quick else 2, [100, 300, 512])
+        rows = fit_costs(model, 1 if args.quick else 2, args.lengths)
         print(pd.DataFrame(rows).to_string(index=False))
     if not args.skip_vienna:
         print(pd.DataFrame(vienna_vs_ours(model, 50 if args.quick else 200)).to_string(index=False))

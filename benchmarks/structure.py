@@ -15,8 +15,9 @@ for both (the official ``Baseline.forward`` runs its head with autograd on other
   prediction and its peak memory (the growth of the peak RSS during the call, ``VmHWM`` reset
   through ``/proc/self/clear_refs`` after loading and a warm-up).
 
-    python benchmarks/structure.py           # ~25 min on 2 quiet cores
-    python benchmarks/structure.py --quick   # ~12 min (L = 1022 dominates: ~2.5e12 MACs)
+    python benchmarks/structure.py --quick   # L = 1022 dominates (~2.5e12 multiply-adds):
+                                             # 20 min on 2 heavily loaded cores
+    python benchmarks/structure.py --no-long # L = 100 and 300 only (a few minutes)
 """
 
 from __future__ import annotations

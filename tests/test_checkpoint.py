@@ -148,7 +148,10 @@ def test_not_official_layout(tmp_path):
     torch.save({"weights": torch.zeros(2)}, path)
     with pytest.raises(
         CheckpointError,
-        match=re.escape("expected a dict with 'model' and 'args', found ['weights']"),
+        match=re.escape(
+            "expected a dict with 'model' and 'args' (RNA-FM_pretrained.pth) or with "
+            "'backbone.*' keys (the structure predictor RNA-FM-ResNet_*.pth), found ['weights']"
+        ),
     ):
         load_model(path)
 

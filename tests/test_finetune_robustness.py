@@ -254,3 +254,25 @@ def test_cuda_kernel_numerics_version_is_in_the_cache_key(tmp_path, monkeypatch)
     assert keys() == before
     monkeypatch.setattr(_base, "CUDA_NUMERICS_VERSION", _base.CUDA_NUMERICS_VERSION + 1)
     assert set(keys()).isdisjoint(before)
+
+
+@pytest.mark.parametrize("train", ["head", "lora"])
+def test_predictions_do_not_depend_on_row_order(train):
+    """scikit-learn's sample-order and subset invariance checks, on sequences (they run now
+    that the estimators are not tagged non_deterministic on the CPU): other batches, same
+    rows within float32 rounding."""
+    est = clf(train=train, learning_rate=1e-2, device="cpu").fit(SEQS, LABELS)
+    X = SEQS + ["ACGU" * 40, "GGC"]
+    whole = est.predict_proba(X)
+    order = np.random.default_rng(0).permutation(len(X))
+    np.testing.assert_allclose(
+        est.predict_proba([X[i] for i in order]), whole[order], rtol=1e-5, atol=1e-6
+    )
+    for part in (slice(0, 3), slice(5, None), [13]):
+        rows = np.arange(len(X))[part]
+        got = est.predict_proba([X[i] for i in rows])
+        np.testing.assert_allclose(got, whole[rows], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(est.predict([X[i] for i in order]), est.predict(X)[order])
+    for method in ("decision_function", "predict_log_proba"):
+        got = getattr(est, method)([X[i] for i in order])
+        np.testing.assert_allclose(got, getattr(est, method)(X)[order], rtol=1e-5, atol=1e-6)

@@ -5,7 +5,8 @@ Compares, with 3-fold stratified cross-validation on the *same* folds and balanc
 (a) frozen RNA-FM embeddings + logistic regression (``Pipeline(RnaFmEmbedder, ...)``, with
     the embedding cache: each sequence is embedded once for all folds),
 (b) ``RnaFmClassifier(train="head")``: the frozen encoder and a linear head trained with AdamW,
-(c) ``RnaFmClassifier(train="lora")``: low-rank adapters in every attention layer plus the head,
+(c) ``RnaFmClassifier(train="lora")``: low-rank adapters in every layer (attention and
+    feed-forward projections) plus the head,
 
 next to two baselines that need no model (3-mer counts and length only, logistic regression),
 with the wall time of every fold, and a learning-curve figure: per epoch, the training loss

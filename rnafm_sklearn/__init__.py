@@ -6,6 +6,7 @@ Public API (everything else is private)::
         RnaFmEmbedder,                                   # the scikit-learn transformer
         RnaFmLikelihood, RnaFmVariantScorer, score_variants,  # masked-LM scoring
         RnaFmClassifier, RnaFmRegressor,                 # fine-tuning
+        RnaFmStructurePredictor,                         # secondary structure
         load_model, save_model, convert_checkpoint,      # checkpoints
         read_config,                                     # a checkpoint's architecture, no weights
         RnaFmConfig, RnaFmEncoder,                       # the PyTorch model
@@ -36,6 +37,7 @@ from ._hub import PRETRAINED, cache_dir, pretrained_path
 from ._io import read_fasta
 from ._models import clear_model_cache
 from ._scoring import RnaFmLikelihood, RnaFmVariantScorer, score_variants
+from ._structure import RnaFmStructurePredictor
 from ._structure_files import base_pair_f1, read_structures, write_structures
 
 __version__ = "0.1.0"
@@ -53,6 +55,7 @@ __all__ = [
     "RnaFmEncoder",
     "RnaFmLikelihood",
     "RnaFmRegressor",
+    "RnaFmStructurePredictor",
     "RnaFmVariantScorer",
     "WeightsChangedError",
     "WeightsUnavailableError",

@@ -26,9 +26,17 @@ from ._cache import EmbeddingCache
 from ._encoder import RnaFmConfig, RnaFmEncoder
 from ._errors import InvalidParameterError, warn
 from ._family import family
-from ._inference import POOLINGS, Plan, Runner
+from ._inference import POOLINGS, Plan, Runner, feature_width, n_windows
 from ._kernels_cpu import NUMERICS_VERSION
-from ._models import DTYPES, get_config, get_encoder, resolve_device
+from ._kernels_cuda import NUMERICS_VERSION as CUDA_NUMERICS_VERSION
+from ._models import (
+    DTYPES,
+    absolute_source,
+    get_config,
+    get_encoder,
+    resolve_device,
+    weights_fingerprint,
+)
 
 __all__ = [
     "AGGREGATIONS",
@@ -76,10 +84,34 @@ class RnaFmEstimator(BaseEstimator):
         if not isinstance(value, str) or value not in choices:
             raise self._fail(name, _among(choices), value)
 
-    def _check_common(self) -> tuple[RnaFmConfig, torch.device, int]:
+    def _model_source(self) -> str | os.PathLike:
+        """Where the weights come from: ``model``, or the absolute path a fit resolved it to.
+
+        A fit records a local ``model`` path as absolute (``_resolved_model``, see
+        :meth:`_resolved_model_attribute`), so that an estimator unpickled in another working
+        directory reads the checkpoint of the fit; a ``model`` set since takes precedence.
+        """
+        given, resolved = self.__dict__.get("_resolved_model", (None, None))
+        if resolved is None or type(given) is not type(self.model) or given != self.model:
+            return self.model
+        if not os.path.exists(resolved):
+            raise FileNotFoundError(
+                f"{type(self).__name__} was fitted with model={given!r}, the checkpoint at "
+                f"{resolved}, which does not exist here (moved, or another machine?). Point "
+                "model= at that checkpoint where it is now: "
+                "estimator.set_params(model='/path/to/checkpoint')."
+            )
+        return resolved
+
+    def _resolved_model_attribute(self) -> dict[str, object]:
+        """The fitted attribute that records ``model`` with a local path made absolute."""
+        return {"_resolved_model": (self.model, absolute_source(self.model))}
+
+    def _check_common(self, *, fit: bool = False) -> tuple[RnaFmConfig, torch.device, int]:
         """Check the shared parameters against the checkpoint's config (no weights loaded).
 
-        Returns the config, the device and the resolved window stride.
+        The checkpoint is :meth:`_model_source`, or with ``fit`` (a new fit) ``model`` as it
+        reads now. Returns the config, the device and the resolved window stride.
         """
         if not isinstance(self.model, str | os.PathLike):
             raise self._fail("model", "a str ('rna-fm') or a path to a checkpoint", self.model)
@@ -112,7 +144,7 @@ class RnaFmEstimator(BaseEstimator):
                 f"The 'dtype' parameter of {type(self).__name__} is 'float16', which needs a "
                 "GPU; on the CPU use 'bfloat16' (fast on CPUs with AVX-512 BF16) or 'float32'."
             )
-        config = get_config(self.model)
+        config = get_config(absolute_source(self.model) if fit else self._model_source())
         window = config.max_sequence_tokens
         if self.window_stride is not None and not (
             isinstance(self.window_stride, Integral)
@@ -165,7 +197,7 @@ class RnaFmEstimator(BaseEstimator):
 
     def _encoder(self, device: torch.device) -> RnaFmEncoder:
         """The shared encoder (loaded at most once per process, see ``_models``)."""
-        return get_encoder(self.model, device, DTYPES[self.dtype])
+        return get_encoder(self._model_source(), device, DTYPES[self.dtype])
 
     def _runner(self, encoder: RnaFmEncoder) -> Runner:
         budget = self.batch_tokens or DEFAULT_BATCH_TOKENS.get(
@@ -218,18 +250,79 @@ class RnaFmEstimator(BaseEstimator):
         )
         return [t[keep] if len(t) > limit else t for t in tokens]
 
+    # ------------------------------------------------------------------ pooled features
+    def _features(
+        self, runner: Runner, plan: Plan, tokens: list[bytes], *, cached: bool = True
+    ) -> np.ndarray:
+        """Pooled features of validated token lists: duplicates once, through ``cache``.
+
+        ``cached=False`` bypasses the cache (features of weights no other fit shares). The
+        embedder's output and the fine-tuning estimators' frozen features both come from here.
+        """
+        unique, inverse = _deduplicate(tokens)
+        if self.cache is None or not cached:
+            features = self._passes(runner, unique, plan, lambda: runner.pooled(unique, plan))
+        else:
+            features = self._pooled_through_cache(runner, plan, unique)
+        return features[inverse]
+
+    def _pooled_through_cache(
+        self, runner: Runner, plan: Plan, unique: list[bytes]
+    ) -> np.ndarray:
+        """Look up every sequence in the cache; compute and commit the misses batch by batch."""
+        cache = EmbeddingCache(self.cache)
+        settings = self._key_settings(runner, plan)
+        keys = self._cache_keys(settings, runner, plan.window_stride, unique)
+        width = feature_width(plan, runner.encoder.config.hidden_size)
+        out, missing = self._cache_lookup(cache, keys, width, np.float32)
+        if missing:
+
+            def commit(idx: list[int], rows: np.ndarray) -> None:
+                cache.put([keys[missing[j]] for j in idx], rows)
+
+            todo = [unique[i] for i in missing]
+            out[missing] = self._passes(
+                runner, todo, plan, lambda: runner.pooled(todo, plan, sink=commit)
+            )
+        cache.close()
+        return out
+
+    @staticmethod
+    def _key_settings(runner: Runner, plan: Plan) -> dict[str, object]:
+        """What the embedding cache keys hold besides the shared ones (see ``_cache_keys``)."""
+        return {
+            "weights": weights_fingerprint(runner.encoder),
+            "alphabet": runner.encoder.config.alphabet,
+            "layers": plan.layers,
+            "aggregate": plan.aggregate,
+            "poolings": plan.poolings,
+        }
+
+    def _passes(self, runner: Runner, tokens: list[bytes], plan: Plan, work):
+        """Run ``work()`` with a progress bar counting forward passes (sequences or windows)."""
+        pieces = sum(n_windows(len(t), runner.window, plan.window_stride) for t in tokens)
+        unit = "seq" if pieces == len(tokens) else "window"
+        return self._run(runner, pieces, unit, work)
+
     def _cache_keys(
         self, settings: dict[str, object], runner: Runner, stride: int, tokens: list[bytes]
     ) -> list[bytes]:
         """One key per token list: a hash of everything that changes the numbers.
 
         ``settings`` (the weights by value and what the estimator computes) plus ``dtype``,
-        the library's numerics version (bumped whenever a kernel change alters results) and,
+        the numerics versions of the CPU and the CUDA kernels (each bumped whenever a kernel
+        change alters results: float32 keys do not name the device, so an entry computed on
+        a GPU must become stale when the GPU kernels change) and,
         below float32, the device class and the torch release (reduced-precision kernels
         differ between CPUs and GPUs and across releases). Only windowed sequences depend on
         the window stride.
         """
-        settings = {**settings, "dtype": self.dtype, "numerics": NUMERICS_VERSION}
+        settings = {
+            **settings,
+            "dtype": self.dtype,
+            "numerics": NUMERICS_VERSION,
+            "numerics_cuda": CUDA_NUMERICS_VERSION,
+        }
         if self.dtype != "float32":
             settings["device"] = runner.device.type
             settings["torch"] = ".".join(torch.__version__.split("+")[0].split(".")[:2])

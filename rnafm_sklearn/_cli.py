@@ -30,6 +30,7 @@ from ._cli_files import (
     _write_frame,
     _write_output,
 )
+from ._cli_structure import run_structure, structure_parser
 from ._embedder import (
     AGGREGATIONS,
     DEFAULT_BATCH_TOKENS,
@@ -118,7 +119,7 @@ def create_parser() -> argparse.ArgumentParser:
     p = _sequence_parser(
         PROG,
         "Embed RNA sequences with RNA-FM (FASTA/CSV/TSV/Parquet in, NPY/CSV/Parquet out). "
-        "Sub-commands: 'score' (variant effects), 'likelihood', 'convert', 'cache'.",
+        "Sub-commands: 'score' (variant effects), 'likelihood', 'structure', 'convert', 'cache'.",
         EXAMPLES,
     )
     p.add_argument(
@@ -409,6 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _convert_main(argv[1:])
         if argv and argv[0] == "score":
             return run_score(_score_parser().parse_args(argv[1:]))
+        if argv and argv[0] == "structure":
+            return run_structure(structure_parser().parse_args(argv[1:]))
         if argv and argv[0] == "likelihood":
             args = _likelihood_parser().parse_args(argv[1:])
             cache = args.cache

@@ -22,14 +22,12 @@ from ._base import (
     _deduplicate,
     select_column,
 )
-from ._cache import EmbeddingCache
 from ._contacts import attention_maps, contact_maps
 from ._encoder import RnaFmConfig
 from ._errors import InvalidParameterError
 from ._family import family
-from ._inference import Plan, Runner, feature_width, n_windows
+from ._inference import Plan, Runner
 from ._lm import LogProbs, masked_batch_tokens, missing_head_message
-from ._models import weights_fingerprint
 
 __all__ = [
     "AGGREGATIONS",
@@ -179,12 +177,19 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
         -------
         self : RnaFmEmbedder
         """
+        self.__dict__.pop("_resolved_model", None)  # a new fit reads ``model`` as it is now
         self._prepare(X)
+        # a local path made absolute: a pipeline fitted on these features and unpickled in
+        # another working directory still embeds with the checkpoint of the fit
+        self.__dict__.update(self._resolved_model_attribute())
         return self
 
     def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
         """``fit(X).transform(X)``, validating and tokenising ``X`` once instead of twice."""
-        return self.transform(X)
+        self.__dict__.pop("_resolved_model", None)
+        out = self.transform(X)
+        self.__dict__.update(self._resolved_model_attribute())
+        return out
 
     def transform(self, X: Any) -> np.ndarray:
         """Embed sequences.
@@ -204,45 +209,6 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
         """
         runner, plan, tokens = self._prepare(X)
         return self._features(runner, plan, tokens)
-
-    def _features(self, runner: Runner, plan: Plan, tokens: list[bytes]) -> np.ndarray:
-        """Pooled features of validated token lists: duplicates once, through the cache."""
-        unique, inverse = _deduplicate(tokens)
-        if self.cache is None:
-            features = self._passes(runner, unique, plan, lambda: runner.pooled(unique, plan))
-        else:
-            features = self._cached(runner, plan, unique)
-        return features[inverse]
-
-    def _cached(self, runner: Runner, plan: Plan, unique: list[bytes]) -> np.ndarray:
-        """Look up every sequence in the cache; compute and commit the misses batch by batch."""
-        cache = EmbeddingCache(self.cache)
-        settings = self._key_settings(runner, plan)
-        keys = self._cache_keys(settings, runner, plan.window_stride, unique)
-        width = feature_width(plan, runner.encoder.config.hidden_size)
-        out, missing = self._cache_lookup(cache, keys, width, np.float32)
-        if missing:
-
-            def commit(idx: list[int], rows: np.ndarray) -> None:
-                cache.put([keys[missing[j]] for j in idx], rows)
-
-            todo = [unique[i] for i in missing]
-            out[missing] = self._passes(
-                runner, todo, plan, lambda: runner.pooled(todo, plan, sink=commit)
-            )
-        cache.close()
-        return out
-
-    @staticmethod
-    def _key_settings(runner: Runner, plan: Plan) -> dict[str, object]:
-        """What the embedding cache keys hold besides the shared ones (see ``_cache_keys``)."""
-        return {
-            "weights": weights_fingerprint(runner.encoder),
-            "alphabet": runner.encoder.config.alphabet,
-            "layers": plan.layers,
-            "aggregate": plan.aggregate,
-            "poolings": plan.poolings,
-        }
 
     def transform_tokens(self, X: Any) -> list[np.ndarray]:
         """Per-nucleotide hidden states (the official CLI's ``raw`` output).
@@ -524,12 +490,6 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
         runner = self._runner(self._encoder(device))
         tokens, _ = self._tokens(X, config)
         return runner, plan, tokens
-
-    def _passes(self, runner: Runner, tokens: list[bytes], plan: Plan, work):
-        """Run ``work()`` with a progress bar counting forward passes (sequences or windows)."""
-        pieces = sum(n_windows(len(t), runner.window, plan.window_stride) for t in tokens)
-        unit = "seq" if pieces == len(tokens) else "window"
-        return self._run(runner, pieces, unit, work)
 
 
 def _expand(arrays: list[np.ndarray], inverse: np.ndarray) -> list[np.ndarray]:

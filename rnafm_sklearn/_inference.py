@@ -87,23 +87,28 @@ def window_ownership(n: int, window: int, stride: int) -> list[tuple[int, int, i
     return out
 
 
-def pack_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
-    """Group items (sorted longest first) so that ``max_len * n_items <= budget``.
+def pack_batches(
+    lengths: Sequence[int], budget: int, counts: Sequence[int] | None = None
+) -> list[list[int]]:
+    """Group items (sorted longest first) so that ``max_len * n_rows <= budget``.
 
-    An item longer than the budget gets a batch of its own.
+    ``counts[i]`` is the number of padded rows item ``i`` occupies (default 1: one piece;
+    a windowed sequence in training occupies one row per window). An item over the budget
+    gets a batch of its own.
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     current: list[int] = []
-    width = 0
+    width = rows = 0
     for i in order:
+        k = 1 if counts is None else counts[i]
         new_width = max(width, lengths[i])
-        if current and new_width * (len(current) + 1) > budget:
+        if current and new_width * (rows + k) > budget:
             batches.append(current)
-            current, width = [], 0
+            current, width, rows = [], 0, 0
             new_width = lengths[i]
         current.append(i)
-        width = new_width
+        width, rows = new_width, rows + k
     if current:
         batches.append(current)
     return batches
@@ -177,6 +182,19 @@ class Runner:
             if p.masked >= 0:
                 ids[row, 1 + p.masked - p.start] = self.mask
         return ids.to(self.device)
+
+    def padded_pieces(
+        self, token_lists: Sequence[bytes], stride: int
+    ) -> tuple[list[_Piece], torch.Tensor]:
+        """All pieces of ``token_lists`` (windows of a long one) and their padded ids as one
+        ``(n_pieces, T)`` batch on the runner's device, in sequence order.
+
+        For computations outside the runner's batching (training, with autograd): piece ``r``
+        belongs to sequence ``pieces[r].seq`` and its positions ``pieces[r].keep`` are taken
+        from it (see :func:`window_ownership`).
+        """
+        pieces = self._pieces(token_lists, stride)
+        return pieces, self._ids(pieces, token_lists)
 
     def _states(
         self, layers: Sequence[int], *, host: bool

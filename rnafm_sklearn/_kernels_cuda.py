@@ -21,7 +21,11 @@ import inspect
 import torch
 import torch.nn.functional as F
 
-__all__ = ["attention_varlen", "supported"]
+__all__ = ["NUMERICS_VERSION", "attention_varlen", "supported"]
+
+# Bump when a kernel change alters the numbers (cache keys include it, next to the CPU
+# kernels' version in ``_kernels_cpu``).
+NUMERICS_VERSION = 1
 
 
 def _jagged_constructor():

@@ -27,7 +27,16 @@ from ._errors import InvalidParameterError
 from ._hub import PRETRAINED
 from ._pair_head import PairHead
 
-__all__ = ["clear_model_cache", "get_config", "get_encoder", "get_pair_head", "resolve_device"]
+__all__ = [
+    "absolute_source",
+    "clear_model_cache",
+    "get_config",
+    "get_encoder",
+    "get_pair_head",
+    "inference_copy",
+    "prepare_for_inference",
+    "resolve_device",
+]
 
 _LOCK = threading.Lock()
 _CACHE: OrderedDict[tuple, RnaFmEncoder] = OrderedDict()
@@ -147,6 +156,21 @@ def _source_key(model: str | os.PathLike) -> tuple:
         return ("path", str(path), None)
 
 
+def absolute_source(model: str | os.PathLike) -> str | os.PathLike:
+    """``model`` with a local path made absolute (``~`` expanded); a named model as given.
+
+    Examples
+    --------
+    >>> import os
+    >>> from rnafm_sklearn._models import absolute_source
+    >>> absolute_source("rna-fm"), os.path.isabs(absolute_source("tests/fixtures/x.pth"))
+    ('rna-fm', True)
+    """
+    if isinstance(model, str) and model in PRETRAINED:
+        return model
+    return str(Path(model).expanduser().resolve())
+
+
 def get_encoder(model: str | os.PathLike, device: torch.device, dtype: torch.dtype) -> RnaFmEncoder:
     """The encoder for ``model`` on ``device`` in ``dtype``, loaded at most once per process."""
     global LOAD_COUNT
@@ -170,10 +194,9 @@ def get_encoder(model: str | os.PathLike, device: torch.device, dtype: torch.dty
             encoder = _copy_to(base, device, dtype)
             # copies in other dtypes fingerprint as their float32 original (no copy kept)
             encoder._rnafm_fingerprints = {h: weights_fingerprint(base, head=h) for h in BOTH}
-        if device.type == "cpu":
-            # Registry encoders only run inference: let oneDNN own the linear weights.
-            # (state_dict() still gives dense weights for copies to other devices/dtypes.)
-            encoder.pack_for_cpu()
+        # Registry encoders only run inference. (state_dict() still gives dense weights for
+        # copies to other devices/dtypes, and for training copies.)
+        prepare_for_inference(encoder, device)
         _remember(key, encoder)
         return encoder
 
@@ -288,6 +311,26 @@ def weights_fingerprint(encoder: RnaFmEncoder, *, head: bool = False) -> str:
         digest.update(t.numpy().tobytes())
     fingerprints[head] = digest.hexdigest()
     return fingerprints[head]
+
+
+def prepare_for_inference(encoder: RnaFmEncoder, device: torch.device) -> RnaFmEncoder:
+    """Make an encoder that will only run inference on ``device`` fast there (in place).
+
+    The one place that decides it: on the CPU, oneDNN owns the linear weights (pre-packed,
+    irreversible; ``state_dict()`` still gives the dense weights); elsewhere nothing changes.
+    """
+    if device.type == "cpu":
+        encoder.pack_for_cpu()
+    return encoder
+
+
+def inference_copy(
+    config: RnaFmConfig, state: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype
+) -> RnaFmEncoder:
+    """A new inference-only encoder of ``state`` on ``device`` in ``dtype`` (e.g. weights
+    with fine-tuned adapters folded in), prepared as the registry's encoders are."""
+    state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
+    return prepare_for_inference(RnaFmEncoder.from_state_dict(config, state), device)
 
 
 def _copy_to(base: RnaFmEncoder, device: torch.device, dtype: torch.dtype) -> RnaFmEncoder:

@@ -22,10 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._encoder import RnaFmEncoder
-from ._inference import Plan, Runner, _pool
+from ._inference import Plan, Runner, _pool, pack_batches
 
 __all__ = [
     "Data",
+    "DivergedError",
     "Head",
     "TrainOptions",
     "TrainResult",
@@ -33,6 +34,7 @@ __all__ = [
     "classification_loss",
     "epoch_batches",
     "epoch_rng",
+    "micro_batches",
     "pooled_features",
     "r2",
     "regression_loss",
@@ -100,8 +102,7 @@ def pooled_features(
     that owns it, ``<cls>``/``<eos>`` averaged over windows, then pooled. All pieces of the
     given sequences run as one padded batch.
     """
-    pieces = runner._pieces(token_lists, plan.window_stride)
-    ids = runner._ids(pieces, token_lists)
+    pieces, ids = runner.padded_pieces(token_lists, plan.window_stride)
     out = encoder(ids, layers=plan.layers)
     states = torch.stack([out[k] for k in plan.layers]).float()  # (G, P, T, E)
     if plan.aggregate == "mean":
@@ -129,31 +130,26 @@ def pooled_features(
     return torch.stack(rows)
 
 
-def epoch_batches(
-    costs: Sequence[tuple[int, int]],
-    budget: int,
-    rng: np.random.Generator,
-) -> list[list[int]]:
-    """One epoch's batches: a random order cut greedily under the token budget.
+def epoch_batches(n_rows: int, batch_size: int, rng: np.random.Generator) -> list[list[int]]:
+    """One epoch's optimisation steps: a random order of the rows cut every ``batch_size``.
 
-    ``costs[i]`` is ``(width, pieces)`` of row ``i`` (its longest piece in tokens, its number
-    of pieces): a batch holds rows while ``max width * total pieces`` stays within ``budget``
-    (padding counted, as in inference); a row over the budget gets a batch of its own.
+    The schedule depends on the number of rows, ``batch_size`` and the generator only (the
+    last step may hold fewer rows): not on sequence lengths, the token budget or the device.
     """
-    order = rng.permutation(len(costs))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    width = pieces = 0
-    for i in order.tolist():
-        w, k = costs[i]
-        if current and max(width, w) * (pieces + k) > budget:
-            batches.append(current)
-            current, width, pieces = [], 0, 0
-        current.append(i)
-        width, pieces = max(width, w), pieces + k
-    if current:
-        batches.append(current)
-    return batches
+    order = rng.permutation(n_rows).tolist()
+    return [order[i : i + batch_size] for i in range(0, n_rows, batch_size)]
+
+
+def micro_batches(costs: Sequence[tuple[int, int]], budget: int) -> list[list[int]]:
+    """Positions into ``costs`` grouped so that each group fits the token ``budget``.
+
+    ``costs[i]`` is ``(width, pieces)`` of a row (its longest piece in tokens, its number of
+    pieces): a group holds rows while ``max width * total pieces`` stays within ``budget``
+    (padding counted, as in inference; rows sorted by width, longest first); a row over the
+    budget gets a group of its own. Only memory depends on it: the gradients of a step's
+    groups are accumulated into the gradient of the whole step.
+    """
+    return pack_batches([w for w, _ in costs], budget, [k for _, k in costs])
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
@@ -161,11 +157,9 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch])
 
 
-def steps_per_epoch(
-    costs: Sequence[tuple[int, int]], budget: int, seed: int, epochs: int
-) -> list[int]:
-    """The number of optimizer steps of each epoch (batch counts vary with the order)."""
-    return [len(epoch_batches(costs, budget, epoch_rng(seed, e))) for e in range(epochs)]
+def steps_per_epoch(n_rows: int, batch_size: int) -> int:
+    """The number of optimizer steps of every epoch."""
+    return -(-n_rows // batch_size)
 
 
 @dataclass(frozen=True)
@@ -177,11 +171,12 @@ class TrainOptions:
     head_learning_rate: float  # peak rate of the head
     weight_decay: float
     warmup_fraction: float
-    batch_tokens: int
+    batch_tokens: int  # token budget of one forward/backward pass (memory only)
     n_iter_no_change: int | None
     tol: float
     autocast: torch.dtype | None  # bfloat16/float16 mixed precision, None: float32
     seed: int
+    batch_size: int = 16  # rows per optimizer step: the schedule, the same on every device
     verbose: bool = False
     progress: Callable[[int], None] | None = None
 
@@ -238,14 +233,18 @@ def train(
     ``head_learning_rate``, the encoder tensors at ``learning_rate`` (same schedule).
     Under float16 autocast the loss is scaled dynamically (``GradScaler``): steps whose
     gradients overflow are skipped, and still count in the schedule.
+
+    Each step holds ``batch_size`` rows (a random order per epoch, :func:`epoch_batches`),
+    run in micro-batches under ``batch_tokens`` whose gradients are accumulated (see
+    :func:`_accumulate`). A non-finite loss (outside float16) or non-finite trained tensors
+    after an epoch raise :class:`DivergedError` naming the learning rates.
     """
     device = next(head.parameters()).device
     groups = [{"params": list(head.parameters()), "lr": options.head_learning_rate}]
     if encoder_params:
         groups.append({"params": list(encoder_params.values()), "lr": options.learning_rate})
     optimizer = torch.optim.AdamW(groups, weight_decay=options.weight_decay)
-    budget = options.batch_tokens
-    total = max(1, sum(steps_per_epoch(data.costs, budget, options.seed, options.max_epochs)))
+    total = max(1, options.max_epochs * steps_per_epoch(len(data), options.batch_size))
     warmup = max(1, round(options.warmup_fraction * total)) if options.warmup_fraction else 0
 
     def factor(step: int) -> float:
@@ -263,14 +262,15 @@ def train(
     for epoch in range(options.max_epochs):
         head.train()
         total_loss = total_weight = 0.0
-        for batch in epoch_batches(data.costs, budget, epoch_rng(options.seed, epoch)):
-            idx = torch.as_tensor(batch, device=device)
-            w = data.weights.index_select(0, idx)
-            with _autocast(device, options.autocast):
-                out = head(_features(encoder, runner, plan, data, batch, device))
-            batch_loss = loss(out.float(), data.targets.index_select(0, idx), w)
+        for batch in epoch_batches(len(data), options.batch_size, epoch_rng(options.seed, epoch)):
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(batch_loss).backward()
+            step_loss, step_weight = _accumulate(
+                head, encoder, runner, plan, data, batch, loss, scaler, options, device
+            )
+            # under float16 a non-finite loss is an overflow the scaler skips (weights checked
+            # after the epoch); otherwise it is divergence, and the step would spread NaN
+            if not scaler.is_enabled() and not math.isfinite(step_loss):
+                raise DivergedError(_diverged(f"the loss is {step_loss}", epoch, options))
             scaler.step(optimizer)
             scaler.update()
             if scaler.is_enabled():  # a skipped first step (inf gradients) is not a misuse
@@ -279,10 +279,13 @@ def train(
                     scheduler.step()
             else:
                 scheduler.step()
-            total_loss += batch_loss.item() * float(w.sum())
-            total_weight += float(w.sum())
+            total_loss += step_loss * step_weight
+            total_weight += step_weight
             if options.progress is not None:
                 options.progress(1)
+        bad = _non_finite(head, encoder_params)
+        if bad is not None:
+            raise DivergedError(_diverged(f"{bad} holds NaN or inf", epoch, options))
         result.loss_curve.append(total_loss / max(total_weight, 1e-12))
         result.n_iter = epoch + 1
         line = f"epoch {epoch + 1}/{options.max_epochs}: loss {result.loss_curve[-1]:.5f}"
@@ -306,6 +309,70 @@ def train(
     if validation is None or result.best_epoch is None:  # no score was a number: the last
         result.head, result.encoder = _snapshot(head, encoder_params)
     return result
+
+
+class DivergedError(ValueError):
+    """Training produced a non-finite loss or weights: the learning rate is too large."""
+
+
+def _diverged(what: str, epoch: int, options: TrainOptions) -> str:
+    rates = f"learning_rate={options.learning_rate:g}"
+    if options.head_learning_rate != options.learning_rate:
+        rates += f", head_learning_rate={options.head_learning_rate:g}"
+    return (
+        f"Training diverged in epoch {epoch + 1}: {what}. The learning rate is too large "
+        f"({rates}): lower learning_rate (and head_learning_rate)."
+    )
+
+
+def _non_finite(head: Head, encoder_params: dict[str, nn.Parameter]) -> str | None:
+    """The name of the first trained tensor holding NaN or inf, or None."""
+    tensors = [(f"head.{k}", p) for k, p in head.named_parameters()]
+    tensors += [(k, p) for k, p in encoder_params.items()]
+    with torch.no_grad():
+        for name, tensor in tensors:
+            if not bool(torch.isfinite(tensor).all()):
+                return f"the trained tensor {name!r}"
+    return None
+
+
+def _accumulate(
+    head: Head,
+    encoder: RnaFmEncoder | None,
+    runner: Runner,
+    plan: Plan,
+    data: Data,
+    batch: list[int],
+    loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    scaler: torch.amp.GradScaler,
+    options: TrainOptions,
+    device: torch.device,
+) -> tuple[float, float]:
+    """Backward pass of one step's rows, in micro-batches under the token budget.
+
+    The step's loss is the weighted mean over all its rows; a micro-batch contributes its
+    own weighted mean times its share of the step's weight, so the accumulated gradient is
+    that of the whole step (up to float rounding), however the rows are split. Returns the
+    step's loss and its total weight.
+    """
+    rows = torch.as_tensor(batch, device=device)
+    step_weight = float(data.weights.index_select(0, rows).sum())
+    if data.features is not None:  # precomputed features: the whole step at once
+        groups = [list(range(len(batch)))]
+    else:
+        groups = micro_batches([data.costs[i] for i in batch], options.batch_tokens)
+    step_loss = 0.0
+    for group in groups:
+        part = [batch[j] for j in group]
+        idx = torch.as_tensor(part, device=device)
+        w = data.weights.index_select(0, idx)
+        with _autocast(device, options.autocast):
+            out = head(_features(encoder, runner, plan, data, part, device))
+        share = float(w.sum()) / max(step_weight, 1e-12)
+        part_loss = loss(out.float(), data.targets.index_select(0, idx), w) * share
+        scaler.scale(part_loss).backward()
+        step_loss += part_loss.item()
+    return step_loss, step_weight
 
 
 def _features(
@@ -335,7 +402,7 @@ def _validate(
     head.eval()
     outputs = []
     with torch.no_grad():
-        for batch in epoch_batches(data.costs, options.batch_tokens, np.random.default_rng(0)):
+        for batch in micro_batches(data.costs, options.batch_tokens):
             with _autocast(device, options.autocast):
                 out = head(_features(encoder, runner, plan, data, batch, device)).float()
             outputs.append((batch, out))

@@ -25,6 +25,7 @@ MODULES = [
     "_pairs",
     "_decoding",
     "_structure_files",
+    "_structure",
     "dask",
 ]
 

@@ -155,3 +155,16 @@ def test_examples_stop_cleanly_without_weights(tmp_path, monkeypatch, capsys):
         assert load(name).main(["--output-dir", str(tmp_path)]) == 2
         err = capsys.readouterr().err
         assert "Cannot run without the model weights" in err and "Traceback" not in err
+
+
+def test_secondary_structure(tmp_path, capsys):
+    ex = load("secondary_structure")
+    assert ex.main(["--model", str(TINY_PTH), "--output-dir", str(tmp_path), "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "RANDOM weights" in out and "composition only" in out and "fitted head" in out
+    assert len(list((tmp_path / "structures_ct").glob("*.ct"))) == 20
+    lines = (tmp_path / "structures.fa").read_text().splitlines()
+    assert sum(line.startswith(">") for line in lines) == 20 and len(lines) == 60
+    check_png(tmp_path / "structure_map.png")
+    assert "F1" in (tmp_path / "structure_scores.csv").read_text()
+    plt.close("all")

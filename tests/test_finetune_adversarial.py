@@ -356,7 +356,7 @@ def test_epoch_loss_counts_class_weights_like_sample_weights():
     from sklearn.utils.class_weight import compute_sample_weight
 
     y = np.array(["a"] * 3 + ["b"] * 9)
-    kw = {"max_epochs": 3, "batch_tokens": 128}  # several batches per epoch
+    kw = {"max_epochs": 3, "batch_size": 4}  # several batches per epoch
     balanced = clf(class_weight="balanced", **kw).fit(SEQS, y)
     per_row = clf(**kw).fit(SEQS, y, sample_weight=compute_sample_weight("balanced", y))
     np.testing.assert_allclose(balanced.loss_curve_, per_row.loss_curve_, rtol=1e-5)

@@ -173,6 +173,7 @@ def test_two_processes_write_concurrently(tmp_path, computed, real_sequences):
     np.testing.assert_array_equal(cached[16:], np.load(tmp_path / "1.npy")[8:])
 
 
+@pytest.mark.numerics
 def test_killed_run_resumes(tmp_path, computed, real_sequences):
     """The child dies (os._exit, as a kill would) right after its third committed batch."""
     script = textwrap.dedent(

@@ -534,6 +534,7 @@ def test_score_writes_one_column_per_method(tmp_path, capsys, suffix):
     assert got.loc[2, "score_masked_marginal"] == 0.0  # the "WT" row
 
 
+@pytest.mark.numerics
 def test_score_mutant_column_without_ids_to_parquet(tmp_path):
     mutants = ["A" + WT_A[1:], "G" + WT_B[1:], WT_A]  # v1 (G1A), v4 (A1G), v3 (WT)
     frame = pd.DataFrame({"sequence": [WT_A, WT_B, WT_A], "mt": mutants})
@@ -652,6 +653,7 @@ def test_score_interrupt_exits_130(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().err.strip() == "rnafm-embed: interrupted"
 
 
+@pytest.mark.numerics
 def test_likelihood_command(tmp_path, capsys):
     src = tmp_path / "seqs.fa"
     src.write_text(f">a\n{WT_A}\n>b\n{WT_B}\n")

@@ -182,6 +182,7 @@ def test_cross_val_score_in_worker_processes():
     assert_close(parallel, serial)  # other processes (other thread counts): rounding apart
 
 
+@pytest.mark.numerics
 def test_unpickled_in_a_fresh_process_predicts_the_same(tmp_path):
     est = clf(train="lora", max_epochs=1, learning_rate=1e-2).fit(SEQS, LABELS)
     path = tmp_path / "est.pkl"

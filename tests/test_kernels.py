@@ -22,6 +22,8 @@ from rnafm_sklearn import RnaFmEmbedder, RnaFmEncoder, load_model
 from rnafm_sklearn._encoder import _Linear
 from rnafm_sklearn._kernels_cpu import bucketed
 
+pytestmark = pytest.mark.numerics
+
 TOL = 1e-5
 needs_onednn = pytest.mark.skipif(
     kernels._onednn_linear_ops() is None, reason="this torch build has no oneDNN"

@@ -193,7 +193,7 @@ def test_unpickled_in_a_fresh_process_predicts_the_same(tmp_path):
         f"np.save(sys.argv[1], e.predict_proba({SEQS!r}))"
     )
     out = tmp_path / "proba.npy"
-    subprocess.run([sys.executable, "-c", code, str(out)], check=True, cwd=ROOT, timeout=120)
+    subprocess.run([sys.executable, "-c", code, str(out)], check=True, cwd=ROOT, timeout=600)
     assert_close(np.load(out), est.predict_proba(SEQS))  # another process
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _tolerance import assert_close
 from conftest import DATA, TINY_PTH
 
 from rnafm_sklearn import RnaFmEmbedder, RnaFmLikelihood, _cli, read_fasta, score_variants
@@ -68,7 +69,7 @@ def test_every_input_and_output_format(tmp_path, trna, fasta30, in_kind, out_nam
     assert main(argv) == 0
     ids, X = _read(out)
     assert ids == list(s.index)
-    np.testing.assert_allclose(X, expected, rtol=1e-6, atol=1e-7)  # CSV keeps 8 digits
+    assert_close(X, expected)  # CSV keeps 8 digits; the CLI batches on its own
 
 
 def test_options_reach_the_estimator(tmp_path, trna, fasta30):
@@ -78,7 +79,7 @@ def test_options_reach_the_estimator(tmp_path, trna, fasta30):
     argv += ["--layers", "0", "-1", "--batch-tokens", "300", "--cache", str(tmp_path / "c")]
     assert main(argv) == 0
     expected = RnaFmEmbedder(model=MODEL, pooling=["mean", "cls"], layers=[0, -1]).transform(s)
-    np.testing.assert_allclose(np.load(out), expected, atol=1e-6)
+    assert_close(np.load(out), expected)
     assert (tmp_path / "c" / "rnafm-embeddings.sqlite3").exists()
 
 
@@ -186,7 +187,7 @@ def test_console_script_and_module(tmp_path, trna, fasta30):
     )
     assert done.returncode == 0, done.stderr
     assert "wrote 30 x 32 features" in done.stderr
-    np.testing.assert_allclose(_read(out)[1], trna[1], rtol=1e-6, atol=1e-7)
+    assert_close(_read(out)[1], trna[1])
     bad = subprocess.run(
         [sys.executable, "-m", "rnafm_sklearn", str(tmp_path / "missing.fa"), "-o", str(out)],
         capture_output=True,
@@ -376,7 +377,7 @@ def test_output_is_validated_before_embedding(tmp_path, capsys, fasta30, monkeyp
 def test_output_folder_is_created(tmp_path, fasta30, trna):
     out = tmp_path / "new" / "deeper" / "x.csv"
     assert main([str(fasta30), "-o", str(out), "--model", MODEL, "--no-progress"]) == 0
-    np.testing.assert_allclose(_read(out)[1], trna[1], rtol=1e-6, atol=1e-7)
+    assert_close(_read(out)[1], trna[1])
 
 
 def test_empty_input_is_an_error(tmp_path, capsys):
@@ -398,7 +399,7 @@ def test_uppercase_npy_suffix_is_written_exactly(tmp_path, capsys, fasta30, trna
     assert main([str(fasta30), "-o", str(out), "--model", MODEL, "--no-progress"]) == 0
     assert str(out) in capsys.readouterr().err
     assert _listing(tmp_path) == ["out.NPY", "out.ids.txt", "trna.fa"]
-    np.testing.assert_allclose(np.load(out), trna[1], atol=1e-6)
+    assert_close(np.load(out), trna[1])
     assert (tmp_path / "out.ids.txt").read_text().split() == list(trna[0].index)
 
 
@@ -407,7 +408,7 @@ def test_fasta_with_byte_order_mark(tmp_path, fasta30, trna):
     src.write_bytes(b"\xef\xbb\xbf" + fasta30.read_bytes())
     out = tmp_path / "x.npy"
     assert main([str(src), "-o", str(out), "--model", MODEL, "--no-progress"]) == 0
-    np.testing.assert_allclose(np.load(out), trna[1], atol=1e-6)
+    assert_close(np.load(out), trna[1])
 
 
 # ------------------------------------------------------- messages in the command line's words
@@ -485,7 +486,7 @@ def test_symlinked_output_is_written_through(tmp_path, fasta30, trna):
     link.symlink_to(real)
     assert main([str(fasta30), "-o", str(link), "--model", MODEL, "--no-progress"]) == 0
     assert link.is_symlink()  # the user's link is kept, its target gets the features
-    np.testing.assert_allclose(_read(real)[1], trna[1], rtol=1e-6, atol=1e-7)
+    assert_close(_read(real)[1], trna[1])
 
 
 # ------------------------------------------------------------- score and likelihood commands
@@ -528,11 +529,12 @@ def test_score_writes_one_column_per_method(tmp_path, capsys, suffix):
     assert got["mutations"].tolist() == VARIANTS["mutations"].tolist()
     expected = _scores(method=["masked-marginal", "wt-marginal"])
     assert not np.allclose(expected["masked-marginal"], expected["wt-marginal"])  # told apart
-    np.testing.assert_allclose(got["score_masked_marginal"], expected["masked-marginal"], atol=1e-6)
-    np.testing.assert_allclose(got["score_wt_marginal"], expected["wt-marginal"], atol=1e-6)
+    assert_close(got["score_masked_marginal"], expected["masked-marginal"])
+    assert_close(got["score_wt_marginal"], expected["wt-marginal"])
     assert got.loc[2, "score_masked_marginal"] == 0.0  # the "WT" row
 
 
+@pytest.mark.numerics
 def test_score_mutant_column_without_ids_to_parquet(tmp_path):
     mutants = ["A" + WT_A[1:], "G" + WT_B[1:], WT_A]  # v1 (G1A), v4 (A1G), v3 (WT)
     frame = pd.DataFrame({"sequence": [WT_A, WT_B, WT_A], "mt": mutants})
@@ -551,10 +553,10 @@ def test_score_mutant_column_without_ids_to_parquet(tmp_path):
         model=MODEL,
         progress=False,
     )
-    np.testing.assert_allclose(got.iloc[:, 1:].to_numpy(), expected.to_numpy(), atol=1e-6)
+    assert_close(got.iloc[:, 1:].to_numpy(), expected.to_numpy())
     # the same variants written as mutation strings score the same
     by_mutation = _scores(method="masked-marginal")["score"]
-    np.testing.assert_allclose(got["score_masked_marginal"], by_mutation[["v1", "v4", "v3"]])
+    assert_close(got["score_masked_marginal"], by_mutation[["v1", "v4", "v3"]])
 
 
 def test_score_bad_mutation_is_one_line_naming_the_id(tmp_path, capsys):
@@ -651,6 +653,7 @@ def test_score_interrupt_exits_130(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().err.strip() == "rnafm-embed: interrupted"
 
 
+@pytest.mark.numerics
 def test_likelihood_command(tmp_path, capsys):
     src = tmp_path / "seqs.fa"
     src.write_text(f">a\n{WT_A}\n>b\n{WT_B}\n")
@@ -662,7 +665,7 @@ def test_likelihood_command(tmp_path, capsys):
     assert list(got.columns) == ["id", "pll", "pll_per_nt", "ll_unmasked", "ll_unmasked_per_nt"]
     assert got["id"].tolist() == ["a", "b"]
     expected = RnaFmLikelihood(model=MODEL, kind="both", progress=False).transform([WT_A, WT_B])
-    np.testing.assert_allclose(got.iloc[:, 1:].to_numpy(), expected, rtol=1e-7, atol=1e-6)
+    assert_close(got.iloc[:, 1:].to_numpy(), expected)
     with pytest.raises(SystemExit) as exc:
         main([*argv, "--kind", "pll"])
     assert exc.value.code == 2

@@ -98,6 +98,7 @@ def test_layers_requested_and_negative_indices():
     full = ours(tokens, layers=[0, 1, 2])
     neg = ours(tokens, layers=[-3, -1])
     assert sorted(neg) == [0, 2]
+    # exact: the same tokens through the same layers; only which outputs are kept differs
     assert torch.equal(neg[2], full[2]) and torch.equal(neg[0], full[0])
     # stopping early after layer 1 gives the same layer 1
     assert torch.equal(ours(tokens, layers=1)[1], full[1])

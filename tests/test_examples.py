@@ -73,7 +73,6 @@ def test_mrna_degradation_regression(tmp_path, capsys):
     plt.close("all")
 
 
-@pytest.mark.slow
 def test_pandas_grid_search(tmp_path, capsys):
     ex = load("pandas_grid_search")
     assert ex.main(["--model", str(TINY_PTH), "--output-dir", str(tmp_path)]) == 0

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _tolerance import assert_close
 from conftest import FIXTURES, ROOT, TINY_PTH
 from sklearn.model_selection import KFold, cross_val_score
 
@@ -175,11 +176,13 @@ def test_cross_val_score_in_worker_processes():
     """loky workers receive pickled estimators and load the weights themselves."""
     est = clf(train="lora", max_epochs=1)
     cv = KFold(3, shuffle=True, random_state=0)
-    serial = cross_val_score(est, SEQS, LABELS, cv=cv)
-    parallel = cross_val_score(est, SEQS, LABELS, cv=cv, n_jobs=2)
-    np.testing.assert_array_equal(parallel, serial)
+    # the log-loss, not the accuracy: a continuous score that a wrong model cannot match
+    serial = cross_val_score(est, SEQS, LABELS, cv=cv, scoring="neg_log_loss")
+    parallel = cross_val_score(est, SEQS, LABELS, cv=cv, scoring="neg_log_loss", n_jobs=2)
+    assert_close(parallel, serial)  # other processes (other thread counts): rounding apart
 
 
+@pytest.mark.numerics
 def test_unpickled_in_a_fresh_process_predicts_the_same(tmp_path):
     est = clf(train="lora", max_epochs=1, learning_rate=1e-2).fit(SEQS, LABELS)
     path = tmp_path / "est.pkl"
@@ -190,8 +193,8 @@ def test_unpickled_in_a_fresh_process_predicts_the_same(tmp_path):
         f"np.save(sys.argv[1], e.predict_proba({SEQS!r}))"
     )
     out = tmp_path / "proba.npy"
-    subprocess.run([sys.executable, "-c", code, str(out)], check=True, cwd=ROOT, timeout=120)
-    np.testing.assert_array_equal(np.load(out), est.predict_proba(SEQS))
+    subprocess.run([sys.executable, "-c", code, str(out)], check=True, cwd=ROOT, timeout=600)
+    assert_close(np.load(out), est.predict_proba(SEQS))  # another process
 
 
 def test_threads_predicting_alongside():
@@ -207,7 +210,8 @@ def test_threads_predicting_alongside():
     def work(est):
         try:
             for _ in range(3):
-                np.testing.assert_array_equal(est.predict_proba(SEQS), expected[id(est)])
+                # a race gives other numbers; a thread's own thread pool, rounding apart
+                assert_close(est.predict_proba(SEQS), expected[id(est)])
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -230,6 +234,7 @@ def test_checkpoint_without_the_masked_lm_head(tmp_path):
         with_head = clf(train=mode, learning_rate=1e-2).fit(SEQS, LABELS)
         without = clf(train=mode, learning_rate=1e-2, model=str(path)).fit(SEQS, LABELS)
         expected = with_head.predict_proba(SEQS)
+        # exact: the same weights, data and batches in this process
         np.testing.assert_array_equal(without.predict_proba(SEQS), expected)
         np.testing.assert_array_equal(
             with_head.set_params(model=str(path)).predict_proba(SEQS), expected

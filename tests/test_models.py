@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import time
 
 import pytest
 import torch
@@ -36,6 +35,21 @@ def _overwrite_in_place(dst, src):
         fh.write(data)
 
 
+def _ctime_past(path, ctime_ns):
+    """Make sure ``path``'s ctime (part of the registry's key) moved past ``ctime_ns``.
+
+    A write within the file system clock's tick keeps the old ctime; ``os.utime`` with the
+    file's own times changes nothing but the ctime, so it is repeated until the clock ticks
+    (no fixed sleep that a coarse clock or a loaded machine could outlast).
+    """
+    for _ in range(10_000_000):
+        st = path.stat()
+        if st.st_ctime_ns != ctime_ns:
+            return
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    raise AssertionError(f"the ctime of {path} never changed")
+
+
 @pytest.mark.parametrize("keep_file_mtime", [False, True])
 def test_weights_rewritten_in_place_are_reloaded(tmp_path, keep_file_mtime):
     """``cp new/* folder/`` keeps the folder's mtime (and ``cp -p`` the files' mtimes too)."""
@@ -46,12 +60,12 @@ def test_weights_rewritten_in_place_are_reloaded(tmp_path, keep_file_mtime):
     assert not _same_weights(first, other)
 
     folder_stat = folder.stat()
-    time.sleep(0.05)  # let the file system's coarse clock tick: ctime is part of the key
     for name in ("model.safetensors", "config.json"):
         before = (folder / name).stat()
         _overwrite_in_place(folder / name, new / name)
         if keep_file_mtime:
             os.utime(folder / name, ns=(before.st_atime_ns, before.st_mtime_ns))
+        _ctime_past(folder / name, before.st_ctime_ns)
     os.utime(folder, ns=(folder_stat.st_atime_ns, folder_stat.st_mtime_ns))
     assert folder.stat().st_mtime_ns == folder_stat.st_mtime_ns
 

@@ -292,12 +292,14 @@ def _among(choices: Sequence[str]) -> str:
 # ------------------------------------------------------------------------------- input
 
 
-def select_column(columns: Sequence[object], column: object, what: str = "X") -> object:
+def select_column(
+    columns: Sequence[object], column: object, what: str = "X", parameter: str = "column"
+) -> object:
     """Label of the sequence column among a DataFrame's ``columns``.
 
     ``column=None`` takes the only column. A label that is absent, or present more than once
-    (pandas would return a DataFrame and its column names would be read as sequences), is an
-    error naming the columns.
+    (pandas would return a DataFrame and its column names would be read as sequences), is a
+    ``ValueError`` naming the columns and ``parameter``, the option that chooses the column.
     """
     labels = list(columns)
     if column is None:
@@ -309,7 +311,10 @@ def select_column(columns: Sequence[object], column: object, what: str = "X") ->
         )
     hits = sum(1 for c in labels if c == column)
     if hits == 0:
-        raise KeyError(f"Column {column!r} not found in {what}; available columns: {labels}.")
+        raise ValueError(
+            f"Column {column!r} not found in {what}; available columns: {labels}. Set "
+            f"{parameter}= to one of them."
+        )
     if hits > 1:
         raise ValueError(
             f"Column {column!r} appears {hits} times in {what} (columns: {labels}); the "

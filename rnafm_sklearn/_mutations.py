@@ -220,8 +220,8 @@ def parse_mutations(
     if not isinstance(text, str):
         if is_missing(text):
             raise ValueError(
-                f"{where} is missing ({_shown(text)}). Write 'WT' for the wild type itself, or drop "
-                "the row; rnafm_sklearn never reads a missing mutation as 'no mutation'."
+                f"{where} is missing ({_shown(text)}). Write 'WT' for the wild type itself, or "
+                "drop the row; rnafm_sklearn never reads a missing mutation as 'no mutation'."
             )
         raise TypeError(
             f"{where} is of type {type(text).__name__} ({_shown(text)}); expected a string such as "

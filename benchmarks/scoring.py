@@ -288,7 +288,7 @@ def main(argv=None) -> int:
     def ours_mm(dtype):
         return lambda _: score_variants(
             [wt] * len(mutations), mutations, method="masked-marginal", dtype=dtype, **common
-        )["score"].to_numpy()
+        )["score_masked_marginal"].to_numpy()
 
     def ours_pll(dtype):
         lik = RnaFmLikelihood(kind="pseudo", dtype=dtype, **common)

@@ -23,10 +23,17 @@ from sklearn.base import BaseEstimator
 
 from ._alphabet import get_alphabet, normalize_sequences, row_name
 from ._cache import EmbeddingCache
+from ._choices import (
+    AGGREGATIONS,
+    DEFAULT_BATCH_TOKENS,
+    POLICIES,
+    POOLING_CHOICES,
+    TRUNCATION_SIDES,
+)
 from ._encoder import RnaFmConfig, RnaFmEncoder
 from ._errors import InvalidParameterError, warn
 from ._family import family
-from ._inference import POOLINGS, Plan, Runner
+from ._inference import Plan, Runner
 from ._kernels_cpu import NUMERICS_VERSION
 from ._models import DTYPES, get_config, get_encoder, resolve_device
 
@@ -39,15 +46,7 @@ __all__ = [
     "select_column",
 ]
 
-AGGREGATIONS = ("concat", "mean")
-POOLING_CHOICES = (*POOLINGS, "mean+max")
-
-POLICIES = ("error", "truncate", "window")
-TRUNCATION_SIDES = ("right", "left")
-# Token budget per forward pass. CPU: the batch-budget sweep of benchmarks/throughput.py is
-# flat within a few per cent from 512 to 2048 tokens and 1024 fits one sequence of the maximal
-# length. CUDA and MPS: sized for the memory of common cards, halved on out-of-memory.
-DEFAULT_BATCH_TOKENS = {"cpu": 1024, "cuda": 32768, "mps": 8192}
+# AGGREGATIONS, POLICIES, ... live in ``_choices`` (torch-free, read by the command line)
 
 
 class RnaFmEstimator(BaseEstimator):

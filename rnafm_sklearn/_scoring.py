@@ -20,6 +20,7 @@ from sklearn.base import TransformerMixin
 from ._alphabet import Alphabet, get_alphabet, normalize_sequences, row_name
 from ._base import RnaFmEstimator, _among, _as_sequences, select_column
 from ._cache import EmbeddingCache
+from ._choices import KINDS, METHODS
 from ._encoder import RnaFmConfig
 from ._errors import warn
 from ._family import family
@@ -29,8 +30,6 @@ from ._mutations import Variant, apply, mutations_from_mutant, parse_mutations
 
 __all__ = ["METHODS", "RnaFmLikelihood", "RnaFmVariantScorer", "score_variants"]
 
-METHODS = ("wt-marginal", "masked-marginal", "mutant-marginal", "pseudo-likelihood")
-KINDS = ("pseudo", "unmasked", "both")
 _CHUNK = 64  # sequences per chunk of pseudo-likelihoods (and per cache commit)
 _MAX_LISTED = 20  # rows listed in one error or warning
 # A mutant sequence with more substitutions than this, or that differs in more than this

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from numbers import Integral
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -111,7 +112,7 @@ class RnaFmEstimator(BaseEstimator):
                 f"The 'dtype' parameter of {type(self).__name__} is 'float16', which needs a "
                 "GPU; on the CPU use 'bfloat16' (fast on CPUs with AVX-512 BF16) or 'float32'."
             )
-        config = get_config(self.model)
+        config = get_config(self._model_source())
         window = config.max_sequence_tokens
         if self.window_stride is not None and not (
             isinstance(self.window_stride, Integral)
@@ -164,7 +165,36 @@ class RnaFmEstimator(BaseEstimator):
 
     def _encoder(self, device: torch.device) -> RnaFmEncoder:
         """The shared encoder (loaded at most once per process, see ``_models``)."""
-        return get_encoder(self.model, device, DTYPES[self.dtype])
+        return get_encoder(self._model_source(), device, DTYPES[self.dtype])
+
+    def _remember_model(self) -> None:
+        """At fit: a local ``model`` path is kept as an absolute path too, so that the fitted
+        estimator finds its checkpoint after unpickling in another working directory."""
+        path = Path(self.model).expanduser()
+        absolute = str(path.resolve()) if path.exists() else None
+        self._model_at_fit = (os.fspath(self.model), absolute)
+
+    def _model_source(self) -> str | os.PathLike:
+        """What ``model`` loads from: ``model`` itself where it exists (or names pretrained
+        weights); else, while ``model`` is the value it had at fit time, the absolute path
+        resolved then (the weights are checked against the fit's fingerprint either way)."""
+        given, absolute = self.__dict__.get("_model_at_fit", (None, None))
+        if (
+            absolute is None
+            or not isinstance(self.model, str | os.PathLike)
+            or os.fspath(self.model) != given
+            or Path(self.model).expanduser().exists()
+        ):
+            return self.model
+        if not os.path.exists(absolute):
+            raise FileNotFoundError(
+                f"Checkpoint not found: {absolute}. This {type(self).__name__} was fitted with "
+                f"model={_cut(given)} (that path, resolved at fit time); the file has moved or "
+                "this machine does not have it. Point the estimator at the checkpoint with "
+                "set_params(model='/path/to/checkpoint'): the weights are checked against the "
+                "fingerprint of the fit."
+            )
+        return absolute
 
     def _runner(self, encoder: RnaFmEncoder) -> Runner:
         budget = self.batch_tokens or DEFAULT_BATCH_TOKENS.get(
@@ -320,6 +350,12 @@ def select_column(
             "sequence column must be unique. Rename or drop the duplicates."
         )
     return column
+
+
+def _cut(value: object, limit: int = 80) -> str:
+    """``repr`` of user input, cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _as_sequences(

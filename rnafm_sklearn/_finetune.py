@@ -155,7 +155,7 @@ class _RnaFmFineTuner(RnaFmEstimator):
         previous = self.__dict__.get("_fitted") if self.warm_start else None
         # train="head" only runs the inference copy (in ``dtype``); the others train float32
         dtype = DTYPES[self.dtype] if s.spec.mode == "head" else torch.float32
-        base = get_encoder(self.model, s.device, dtype)
+        base = get_encoder(self._model_source(), s.device, dtype)
         fingerprint = weights_fingerprint(base)  # of the float32 weights, whatever ``dtype``
         if previous is not None:
             self._check_warm_start(previous, fingerprint, s, extra)
@@ -242,6 +242,7 @@ class _RnaFmFineTuner(RnaFmEstimator):
             )
         # Nothing above changed the estimator: from here on, it is fitted in one go.
         self.__dict__.pop("_merged", None)
+        self._remember_model()
         self._fitted = _Fitted(
             fingerprint=fingerprint,
             spec=s.spec,
@@ -288,7 +289,7 @@ class _RnaFmFineTuner(RnaFmEstimator):
         Checks that ``model`` still holds the weights of the fit (a named error otherwise).
         """
         dtype = DTYPES[self.dtype]
-        base = get_encoder(self.model, device, torch.float32 if fitted.encoder else dtype)
+        base = get_encoder(self._model_source(), device, torch.float32 if fitted.encoder else dtype)
         found = weights_fingerprint(base)
         if found != fitted.fingerprint:
             raise WeightsChangedError(

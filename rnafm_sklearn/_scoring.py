@@ -18,7 +18,7 @@ import torch
 from sklearn.base import TransformerMixin
 
 from ._alphabet import Alphabet, get_alphabet, normalize_sequences, row_name
-from ._base import RnaFmEstimator, _among, _as_sequences, select_column
+from ._base import RnaFmEstimator, _among, _as_sequences, _cut, select_column
 from ._cache import EmbeddingCache
 from ._choices import KINDS, METHODS
 from ._encoder import RnaFmConfig
@@ -610,11 +610,6 @@ def _align(
         f"but their labels differ (e.g. {_cut(only)} in sequences only, or labels repeated). "
         f"Give both the same labels, or pass {what}.tolist() to pair them by position."
     )
-
-
-def _cut(value: object, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def score_variants(

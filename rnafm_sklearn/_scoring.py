@@ -376,7 +376,7 @@ class RnaFmVariantScorer(TransformerMixin, _Scoring):
             )
         lp = self._log_probs(device, stride)
         wts = normalize_sequences(wild_types, alphabet, index=index)
-        wt_tokens = self._apply_length_policy([alphabet.encode_body(s) for s in wts], index, config)
+        wt_tokens = self._apply_length_policy(_encode_shared(wts, alphabet), index, config)
         variants: list[Variant] | None = None
         marginal = [m for m in methods if m != "pseudo-likelihood"]
         if mutations is not None or marginal:
@@ -385,12 +385,12 @@ class RnaFmVariantScorer(TransformerMixin, _Scoring):
             mt_seqs = normalize_sequences(mutants, alphabet, index=index)
             if variants is not None:
                 _warn_many_substitutions(variants, wt_tokens, index)
-        else:
+        elif {"mutant-marginal", "pseudo-likelihood"} & set(methods):
             assert variants is not None
             mt_seqs = [apply(wt, v, alphabet) for wt, v in zip(wts, variants, strict=True)]
-        mt_tokens = self._apply_length_policy(
-            [alphabet.encode_body(s) for s in mt_seqs], index, config
-        )
+        else:  # the wild-type passes are all it takes: no mutant is built
+            mt_seqs = []
+        mt_tokens = self._apply_length_policy(_encode_shared(mt_seqs, alphabet), index, config)
         if "pseudo-likelihood" in methods:
             _check_scored_positions(lp, alphabet, wt_tokens, mt_tokens, index)
         plan = _Plan(lp, methods, wt_tokens, mt_tokens, variants, alphabet)
@@ -496,6 +496,19 @@ class _Plan:
                 n = len(self.mt)
                 columns.append(pll[:n] - pll[n:])
         return np.stack(columns, axis=1)
+
+
+def _encode_shared(sequences: list[str], alphabet: Alphabet) -> list[bytes]:
+    """Token lists, one object per distinct sequence (a wild type repeated on each of its
+    thousands of variants is held once)."""
+    seen: dict[str, bytes] = {}
+    out = []
+    for s in sequences:
+        tokens = seen.get(s)
+        if tokens is None:
+            tokens = seen[s] = alphabet.encode_body(s)
+        out.append(tokens)
+    return out
 
 
 def _listed(rows: list[int], index: list[object] | None) -> str:

@@ -241,7 +241,17 @@ class RnaFmVariantScorer(TransformerMixin, _Scoring):
       ``lp(mt, i, .)``.
     * ``"pseudo-likelihood"``: ``PLL(mutant) - PLL(wild type)``, each PLL the sum over the
       sequence's A/C/G/U positions of ``log p(x_i | x with i masked)`` (one pass per
-      position); the only convention that compares sequences of different lengths.
+      position); the only convention that compares sequences of different lengths. Scored
+      positions must correspond: a mutant may hold an IUPAC code or a gap only where its wild
+      type holds the same (at the same position when the lengths are equal, in the same
+      order otherwise), else an ``N`` would drop a term and raise the score; such a mutant
+      is an error naming the row. Write a deletion by leaving its letters out, not as ``-``.
+
+    A mutant sequence that differs from its wild type in more than 10 positions, or in over
+    20 % of them (at least 2), is most likely an insertion or deletion written at the wild
+    type's length: the marginal conventions score it as that many substitutions, with one
+    warning naming the rows. Every bad row (a mutation that does not match, a position out
+    of range, a malformed string) is reported in one error: the first 20 and a count.
 
     For mRNA-FM the positions are nucleotides mapped to codons: the changes in one codon are
     scored as one codon change (a synonymous change included); an out-of-frame or ambiguous

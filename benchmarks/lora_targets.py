@@ -8,8 +8,8 @@
     for ``--epochs`` epochs.
 
 Each with ``lora_targets`` in attention / ffn / all (``--targets``) and ``--seeds`` random
-states; the mean (and min) test score of each. The tiny checkpoint has random weights: it measures what the
-adapters can learn, not what the pretrained model knows.
+states; the mean (and min) test score of each. The tiny checkpoint has random weights: it
+measures what the adapters can learn, not what the pretrained model knows.
 
     python benchmarks/lora_targets.py [--model tests/fixtures/RNA-FM_tiny.pth] [--seeds 3]
 """

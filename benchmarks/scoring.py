@@ -33,6 +33,7 @@ to show that memory follows the batch budget, not the number of sequences.
     python benchmarks/scoring.py            # ~12 min on 2 quiet cores (28 min on a busy one)
     python benchmarks/scoring.py --quick    # ~2 min
     python benchmarks/scoring.py --threads 1   # CPU-time ratios robust to other processes
+    python benchmarks/scoring.py --mm-memory   # only the masked-marginal memory check
 """
 
 from __future__ import annotations
@@ -209,6 +210,61 @@ def rss_child(ckpt: str, dtype: str, budget: int | None, seqs: list[str]) -> tup
     return float(loaded), float(peak)
 
 
+MM_CHILD = """
+import sys
+import numpy as np
+from rnafm_sklearn import score_variants
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+
+length, n_variants, n_positions = map(int, sys.argv[2:5])
+rng = np.random.default_rng(0)
+wt = "".join(rng.choice(list("ACGU"), length))
+positions = rng.choice(np.arange(1, length + 1), n_positions, replace=False)
+mutations = []
+for k in range(n_variants):
+    p = int(positions[k % n_positions])
+    alt = [c for c in "ACGU" if c != wt[p - 1]][k // n_positions % 3]
+    mutations.append(f"{wt[p - 1]}{p}{alt}")
+options = dict(model=sys.argv[1], method="masked-marginal", long_sequences="window",
+               device="cpu", progress=False)
+score_variants([wt], [mutations[0]], **options)  # loads the model
+loaded = status("VmRSS")
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # resets the peak (VmHWM) to the current RSS
+scores = score_variants([wt] * n_variants, mutations, **options).to_numpy()
+print(loaded, status("VmHWM"), float(np.abs(scores).sum()))
+"""
+
+
+def masked_marginal_rss(
+    ckpt: str, length: int, n_variants: int, n_positions: int
+) -> tuple[float, float]:
+    """RSS (MB) of a fresh process with the model loaded, and its peak while masked-marginal
+    scores ``n_variants`` variants at ``n_positions`` positions of one ``length``-nt wild type."""
+    res = subprocess.run(
+        [sys.executable, "-c", MM_CHILD, ckpt, str(length), str(n_variants), str(n_positions)],
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode:
+        raise SystemExit(res.stderr)
+    loaded, peak, _ = res.stdout.split()
+    return float(loaded), float(peak)
+
+
+def mm_memory_table(ckpt: str, length: int, positions: int) -> None:
+    print(f"\n## masked-marginal memory: one {length}-nt wild type, {positions} mutated positions")
+    print("| variants | RSS with the model loaded | peak while scoring | growth |")
+    print("|---|---|---|---|")
+    for n in (positions, 3000, 6000):
+        loaded, peak = masked_marginal_rss(ckpt, length, n, positions)
+        print(f"| {n} | {loaded:.0f} MB | {peak:.0f} MB | {peak - loaded:.0f} MB |")
+
+
 def table(title, impls, timing, out, n_scores, unit, n_pos, n_tokens, limits) -> None:
     med, cpu, paired, _ = timing
     off = "official (ESM style)"
@@ -256,7 +312,20 @@ def main(argv=None) -> int:
         "CPU-time ratios honest on a shared machine: no thread spins at a barrier waiting "
         "for a core that another process holds",
     )
+    p.add_argument(
+        "--mm-memory",
+        nargs="?",
+        const="full-size",
+        metavar="MODEL",
+        help="only the masked-marginal memory check (a 2 000-nt wild type, 20 mutated "
+        "positions, 20 / 3 000 / 6 000 variants, each run in a fresh process) on the full-size "
+        "random model or on MODEL (e.g. tests/fixtures/RNA-FM_tiny.pth)",
+    )
     args = p.parse_args(argv)
+    if args.mm_memory:
+        model = args.mm_memory
+        mm_memory_table(str(full_size_checkpoint()) if model == "full-size" else model, 2000, 20)
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
@@ -288,7 +357,7 @@ def main(argv=None) -> int:
     def ours_mm(dtype):
         return lambda _: score_variants(
             [wt] * len(mutations), mutations, method="masked-marginal", dtype=dtype, **common
-        )["score"].to_numpy()
+        )["score_masked_marginal"].to_numpy()
 
     def ours_pll(dtype):
         lik = RnaFmLikelihood(kind="pseudo", dtype=dtype, **common)

@@ -153,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     try:  # fails fast (and clearly) if the weights are missing
         RnaFmEmbedder(model=args.model).fit(df.sequence.iloc[:1])
     except WeightsUnavailableError as exc:
-        print(f"Cannot run without the model weights:\n{exc}", file=sys.stderr)
+        print(
+            "Cannot run without the model weights. Give this example a local checkpoint with "
+            f"--model /path/to/RNA-FM_pretrained.pth (or a folder), or run it once online.\n{exc}",
+            file=sys.stderr,
+        )
         return 2
 
     cache = str(args.output_dir / "cache")

@@ -85,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         embedder.fit(df.RNA_sequence.iloc[:1])
     except WeightsUnavailableError as exc:
-        print(f"Cannot run without the model weights:\n{exc}", file=sys.stderr)
+        print(
+            "Cannot run without the model weights. Give this example a local checkpoint with "
+            f"--model /path/to/RNA-FM_pretrained.pth (or a folder), or run it once online.\n{exc}",
+            file=sys.stderr,
+        )
         return 2
     alphas = np.logspace(-2, 4, 25)
     models = {

@@ -78,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pipe.named_steps["features"].transformers[0][1].fit(table.sequence.iloc[:1])
     except WeightsUnavailableError as exc:
-        print(f"Cannot run without the model weights:\n{exc}", file=sys.stderr)
+        print(
+            "Cannot run without the model weights. Give this example a local checkpoint with "
+            f"--model /path/to/RNA-FM_pretrained.pth (or a folder), or run it once online.\n{exc}",
+            file=sys.stderr,
+        )
         return 2
 
     # the sequence features as a DataFrame that keeps the Barcode index

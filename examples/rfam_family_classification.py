@@ -126,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         embedder.fit(df.sequence.iloc[:1])  # fails fast (and clearly) if the weights are missing
     except WeightsUnavailableError as exc:
-        print(f"Cannot run without the model weights:\n{exc}", file=sys.stderr)
+        print(
+            "Cannot run without the model weights. Give this example a local checkpoint with "
+            f"--model /path/to/RNA-FM_pretrained.pth (or a folder), or run it once online.\n{exc}",
+            file=sys.stderr,
+        )
         return 2
 
     rows = []

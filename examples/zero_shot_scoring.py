@@ -75,7 +75,7 @@ def substitution_scores(wild_type: str, model: str) -> pd.DataFrame:
             "position": [int(m[1:-1]) for m in mutations],
             "wild_type": [m[0] for m in mutations],
             "mutant": [m[-1] for m in mutations],
-            "score": scores["score"].to_numpy(),
+            "score": scores[f"score_{METHOD.replace('-', '_')}"].to_numpy(),
         }
     )
 
@@ -214,7 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         likelihood.fit(["ACGU"])  # fails fast (and clearly) if the weights are missing
     except WeightsUnavailableError as exc:
-        print(f"Cannot run without the model weights:\n{exc}", file=sys.stderr)
+        print(
+            "Cannot run without the model weights. Give this example a local checkpoint with "
+            f"--model /path/to/RNA-FM_pretrained.pth (or a folder), or run it once online.\n{exc}",
+            file=sys.stderr,
+        )
         return 2
     except ValueError as exc:  # a checkpoint without the masked-LM head
         print(f"Cannot score with this checkpoint:\n{exc}", file=sys.stderr)

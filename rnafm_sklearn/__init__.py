@@ -21,24 +21,66 @@ Public API (everything else is private)::
     )
 """
 
-from ._alphabet import Alphabet, get_alphabet, normalize_sequences
-from ._cache import EmbeddingCache, EmbeddingCacheError
-from ._checkpoint import convert_checkpoint, load_model, read_config, save_model
-from ._embedder import RnaFmEmbedder
-from ._encoder import RnaFmConfig, RnaFmEncoder
-from ._errors import (
-    CheckpointError,
-    InvalidParameterError,
-    WeightsChangedError,
-    WeightsUnavailableError,
-)
-from ._finetune import RnaFmClassifier, RnaFmRegressor
-from ._hub import PRETRAINED, cache_dir, pretrained_path
-from ._io import read_fasta
-from ._models import clear_model_cache
-from ._scoring import RnaFmLikelihood, RnaFmVariantScorer, score_variants
-from ._structure import RnaFmStructurePredictor
-from ._structure_files import base_pair_f1, read_structures, write_structures
+# The public names are imported on first use (PEP 562): ``import rnafm_sklearn`` and the
+# command line's ``--help`` do not pay for torch. A new public name goes into _EXPORTS,
+# the TYPE_CHECKING block and __all__.
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._alphabet import Alphabet, get_alphabet, normalize_sequences
+    from ._cache import EmbeddingCache, EmbeddingCacheError
+    from ._checkpoint import convert_checkpoint, load_model, read_config, save_model
+    from ._embedder import RnaFmEmbedder
+    from ._encoder import RnaFmConfig, RnaFmEncoder
+    from ._errors import (
+        CheckpointError,
+        InvalidParameterError,
+        WeightsChangedError,
+        WeightsUnavailableError,
+    )
+    from ._finetune import RnaFmClassifier, RnaFmRegressor
+    from ._hub import PRETRAINED, cache_dir, pretrained_path
+    from ._io import read_fasta
+    from ._models import clear_model_cache
+    from ._scoring import RnaFmLikelihood, RnaFmVariantScorer, score_variants
+    from ._structure import RnaFmStructurePredictor
+    from ._structure_files import base_pair_f1, read_structures, write_structures
+
+_EXPORTS = {
+    "Alphabet": "_alphabet",
+    "get_alphabet": "_alphabet",
+    "normalize_sequences": "_alphabet",
+    "EmbeddingCache": "_cache",
+    "EmbeddingCacheError": "_cache",
+    "convert_checkpoint": "_checkpoint",
+    "load_model": "_checkpoint",
+    "read_config": "_checkpoint",
+    "save_model": "_checkpoint",
+    "RnaFmEmbedder": "_embedder",
+    "RnaFmConfig": "_encoder",
+    "RnaFmEncoder": "_encoder",
+    "CheckpointError": "_errors",
+    "InvalidParameterError": "_errors",
+    "WeightsChangedError": "_errors",
+    "WeightsUnavailableError": "_errors",
+    "RnaFmClassifier": "_finetune",
+    "RnaFmRegressor": "_finetune",
+    "PRETRAINED": "_hub",
+    "cache_dir": "_hub",
+    "pretrained_path": "_hub",
+    "read_fasta": "_io",
+    "clear_model_cache": "_models",
+    "RnaFmLikelihood": "_scoring",
+    "RnaFmVariantScorer": "_scoring",
+    "score_variants": "_scoring",
+    "RnaFmStructurePredictor": "_structure",
+    "base_pair_f1": "_structure_files",
+    "read_structures": "_structure_files",
+    "write_structures": "_structure_files",
+}
 
 __version__ = "0.1.0"
 
@@ -74,3 +116,16 @@ __all__ = [
     "score_variants",
     "write_structures",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -23,10 +23,17 @@ from sklearn.base import BaseEstimator
 
 from ._alphabet import get_alphabet, normalize_sequences, row_name
 from ._cache import EmbeddingCache
+from ._choices import (
+    AGGREGATIONS,
+    DEFAULT_BATCH_TOKENS,
+    POLICIES,
+    POOLING_CHOICES,
+    TRUNCATION_SIDES,
+)
 from ._encoder import RnaFmConfig, RnaFmEncoder
 from ._errors import InvalidParameterError, warn
 from ._family import family
-from ._inference import POOLINGS, Plan, Runner, feature_width, n_windows
+from ._inference import Plan, Runner, feature_width, n_windows
 from ._kernels_cpu import NUMERICS_VERSION
 from ._kernels_cuda import NUMERICS_VERSION as CUDA_NUMERICS_VERSION
 from ._models import (
@@ -47,15 +54,7 @@ __all__ = [
     "select_column",
 ]
 
-AGGREGATIONS = ("concat", "mean")
-POOLING_CHOICES = (*POOLINGS, "mean+max")
-
-POLICIES = ("error", "truncate", "window")
-TRUNCATION_SIDES = ("right", "left")
-# Token budget per forward pass. CPU: the batch-budget sweep of benchmarks/throughput.py is
-# flat within a few per cent from 512 to 2048 tokens and 1024 fits one sequence of the maximal
-# length. CUDA and MPS: sized for the memory of common cards, halved on out-of-memory.
-DEFAULT_BATCH_TOKENS = {"cpu": 1024, "cuda": 32768, "mps": 8192}
+# AGGREGATIONS, POLICIES, ... live in ``_choices`` (torch-free, read by the command line)
 
 
 class RnaFmEstimator(BaseEstimator):
@@ -385,12 +384,14 @@ def _among(choices: Sequence[str]) -> str:
 # ------------------------------------------------------------------------------- input
 
 
-def select_column(columns: Sequence[object], column: object, what: str = "X") -> object:
+def select_column(
+    columns: Sequence[object], column: object, what: str = "X", parameter: str = "column"
+) -> object:
     """Label of the sequence column among a DataFrame's ``columns``.
 
     ``column=None`` takes the only column. A label that is absent, or present more than once
-    (pandas would return a DataFrame and its column names would be read as sequences), is an
-    error naming the columns.
+    (pandas would return a DataFrame and its column names would be read as sequences), is a
+    ``ValueError`` naming the columns and ``parameter``, the option that chooses the column.
     """
     labels = list(columns)
     if column is None:
@@ -402,13 +403,22 @@ def select_column(columns: Sequence[object], column: object, what: str = "X") ->
         )
     hits = sum(1 for c in labels if c == column)
     if hits == 0:
-        raise KeyError(f"Column {column!r} not found in {what}; available columns: {labels}.")
+        raise ValueError(
+            f"Column {column!r} not found in {what}; available columns: {labels}. Set "
+            f"{parameter}= to one of them."
+        )
     if hits > 1:
         raise ValueError(
             f"Column {column!r} appears {hits} times in {what} (columns: {labels}); the "
             "sequence column must be unique. Rename or drop the duplicates."
         )
     return column
+
+
+def _cut(value: object, limit: int = 80) -> str:
+    """``repr`` of user input, cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _as_sequences(

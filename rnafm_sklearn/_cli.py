@@ -1,4 +1,10 @@
-"""``rnafm-embed``: sequence files in, feature files out (also ``python -m rnafm_sklearn``)."""
+"""``rnafm-embed``: sequence files in, feature files out (also ``python -m rnafm_sklearn``).
+
+Arguments are parsed and files checked before torch is imported: ``--help`` and usage errors
+answer at once. Each sub-command is one entry of :data:`COMMANDS`: a parser factory (which
+must not import torch, pandas or the estimators) and a run function (which imports what it
+needs, after its file checks).
+"""
 
 from __future__ import annotations
 
@@ -7,45 +13,25 @@ import json
 import re
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-
-import pandas as pd
+from typing import Any
 
 from . import __version__
-from ._cache import EmbeddingCache
-from ._checkpoint import convert_checkpoint
-from ._cli_files import (
-    FASTA,
-    SCORE_OUTPUTS,
-    _check_ids_fit_lines,
-    _check_not_input,
-    _Error,
-    _ids,
-    _input_kind,
-    _outputs,
-    _read_input,
-    _read_table,
-    _require_column,
-    _write_frame,
-    _write_output,
-)
-from ._cli_structure import run_structure, structure_parser
-from ._embedder import (
+from ._choices import (
     AGGREGATIONS,
     DEFAULT_BATCH_TOKENS,
+    DTYPE_NAMES,
+    KINDS,
+    METHODS,
     POLICIES,
     POOLING_CHOICES,
     TRUNCATION_SIDES,
-    RnaFmEmbedder,
 )
-from ._errors import CheckpointError, WeightsUnavailableError
-from ._models import DTYPES
-from ._scoring import KINDS, METHODS, RnaFmLikelihood
-from ._scoring import RnaFmVariantScorer as _Scorer
+from ._cli_files import FASTA, SCORE_OUTPUTS, _check_not_input, _Error, _input_kind, _outputs
+from ._cli_structure import run_structure, structure_parser
 
 PROG = "rnafm-embed"
-DEFAULTS = RnaFmEmbedder().get_params()  # the constructor only stores its arguments
 # RnaFmEmbedder parameter -> the option that sets it: library messages are put in these words.
 OPTIONS = {
     "model": "--model",
@@ -96,22 +82,26 @@ INPUT has one row per variant: the wild type (--sequence-column) and either its 
 (--mutation-column: "A12G", several as "A12G:C30U", 1-based positions, the reference letter
 checked, T read as U, "WT" for the wild type itself) or the mutant sequence (--mutant-column).
 Repeat a wild type on each of its variants: its passes are shared.
-OUTPUT (.csv, .tsv or .parquet) has the id (--id-column, else 'id' if present, else the row
-number from 0), the mutation column (not in --mutant-column mode), then one column per method:
-score_masked_marginal, score_wt_marginal, score_mutant_marginal, score_pseudo_likelihood.
+OUTPUT (.csv, .tsv or .parquet) is the input table, every column kept in its order, with one
+column per method appended: score_masked_marginal, score_wt_marginal, score_mutant_marginal,
+score_pseudo_likelihood (an input column of that name is an error). Error messages name a row
+by its number from 0 and its id (--id-column, else 'id' if present; ids must be unique).
 A score is log p(mutant) - log p(wild type): above 0, the model prefers the mutant. The
 checkpoint must carry the masked-LM head. The output is checked before scoring and written
-all-or-nothing; ids must be unique.
+all-or-nothing.
 """
 
 LIKELIHOOD_EXAMPLES = f"""\
 examples:
   {PROG} likelihood rfam.fasta -o pll.csv
+  {PROG} likelihood rfam.fasta -o ll.csv --kind unmasked      # fast: one pass per sequence
   {PROG} likelihood utrs.csv --column utr -o ll.parquet --kind both --cache ~/.cache/rnafm-emb
 
-Columns: pll and pll_per_nt (--kind pseudo: one masked pass per nucleotide), ll_unmasked and
-ll_unmasked_per_nt (--kind unmasked: one pass per sequence), all four with --kind both.
-Input and output work as for embedding ('{PROG} --help').
+Columns: pll and pll_per_nt (--kind pseudo, the default: one masked forward pass per
+nucleotide, slow), ll_unmasked and ll_unmasked_per_nt (--kind unmasked: one pass per
+sequence, hundreds of times faster), all four with --kind both. The estimated number of
+passes is printed before the work starts. Input and output work as for embedding
+('{PROG} --help').
 """
 
 
@@ -125,21 +115,13 @@ def create_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pooling",
         nargs="+",
-        default=_as_list(DEFAULTS["pooling"]),
         choices=POOLING_CHOICES,
         metavar="POOLING",
-        help=f"one or more of: {' '.join(POOLING_CHOICES)} (several are concatenated)",
+        help=f"one or more of: {' '.join(POOLING_CHOICES)} (several are concatenated; "
+        "default: mean)",
     )
-    p.add_argument(
-        "--layers",
-        nargs="+",
-        type=int,
-        default=_as_list(DEFAULTS["layers"]),
-        help="e.g. -1 or 0 6 12",
-    )
-    p.add_argument(
-        "--layer-aggregation", choices=AGGREGATIONS, default=DEFAULTS["layer_aggregation"]
-    )
+    p.add_argument("--layers", nargs="+", type=int, help="e.g. -1 (the default) or 0 6 12")
+    p.add_argument("--layer-aggregation", choices=AGGREGATIONS)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -160,12 +142,11 @@ def _sequence_parser(prog: str, description: str, epilog: str) -> argparse.Argum
     p.add_argument("-o", "--output", required=True, help="output file: .npy, .csv or .parquet")
     p.add_argument("--column", default="sequence", help="sequence column of a table")
     p.add_argument("--id-column", help="id column of a table (default: 'id' if present)")
-    p.add_argument("--long-sequences", choices=POLICIES, default=DEFAULTS["long_sequences"])
+    p.add_argument("--long-sequences", choices=POLICIES, help="default: error")
     p.add_argument(
         "--truncation-side",
         choices=TRUNCATION_SIDES,
-        default=DEFAULTS["truncation_side"],
-        help="side that '--long-sequences truncate' cuts (right keeps the start)",
+        help="side that '--long-sequences truncate' cuts (right, the default, keeps the start)",
     )
     _model_options(p)
     p.add_argument("--cache", help="persistent embedding cache folder")
@@ -173,10 +154,10 @@ def _sequence_parser(prog: str, description: str, epilog: str) -> argparse.Argum
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEFAULTS["model"], help="'rna-fm' or a checkpoint path")
+    p.add_argument("--model", help="'rna-fm' (the default) or a checkpoint path")
     p.add_argument("--window-stride", type=int)
-    p.add_argument("--device", default=DEFAULTS["device"])
-    p.add_argument("--dtype", choices=tuple(DTYPES), default=DEFAULTS["dtype"])
+    p.add_argument("--device", help="auto (the default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--dtype", choices=DTYPE_NAMES, help="default: float32")
     p.add_argument(
         "--batch-tokens", type=int, help=f"tokens per batch (CPU: {DEFAULT_BATCH_TOKENS['cpu']})"
     )
@@ -195,10 +176,10 @@ def _score_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         nargs="+",
-        default=["masked-marginal"],
         choices=METHODS,
         metavar="METHOD",
-        help=f"one or more of: {' '.join(METHODS)} (one output column each)",
+        help=f"one or more of: {' '.join(METHODS)} (one output column each; default: "
+        "masked-marginal)",
     )
     p.add_argument("--sequence-column", default="sequence", help="wild-type column")
     variant = p.add_mutually_exclusive_group()
@@ -207,7 +188,7 @@ def _score_parser() -> argparse.ArgumentParser:
     )
     variant.add_argument("--mutant-column", help="column of mutant sequences (instead)")
     p.add_argument("--id-column", help="id column (default: 'id' if present, else the row)")
-    p.add_argument("--long-sequences", choices=("error", "window"), default="error")
+    p.add_argument("--long-sequences", choices=("error", "window"), help="default: error")
     _model_options(p)
     return p
 
@@ -216,15 +197,49 @@ def _likelihood_parser() -> argparse.ArgumentParser:
     p = _sequence_parser(
         f"{PROG} likelihood",
         "Sequence likelihoods from RNA-FM's masked-LM head: pseudo-log-likelihood and/or\n"
-        "unmasked log-likelihood, in total and per nucleotide.",
+        "unmasked log-likelihood, in total and per nucleotide. The pseudo-log-likelihood\n"
+        "(the default) costs one forward pass per nucleotide; --kind unmasked costs one per\n"
+        "sequence.",
         LIKELIHOOD_EXAMPLES,
     )
-    p.add_argument("--kind", choices=KINDS, default="pseudo")
+    p.add_argument(
+        "--kind",
+        choices=KINDS,
+        help="pseudo (the default; one pass per nucleotide, slow), unmasked (one pass per "
+        "sequence, fast) or both",
+    )
     return p
 
 
-def _as_list(value: object) -> list:
-    return list(value) if isinstance(value, list | tuple) else [value]
+def _convert_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"{PROG} convert",
+        description="Convert an official .pth or a multimolecule folder to the native "
+        "safetensors layout; every tensor is verified after writing.",
+    )
+    p.add_argument("source")
+    p.add_argument("destination")
+    return p
+
+
+def _cache_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"{PROG} cache", description="Inspect or clear a cache.")
+    p.add_argument("action", choices=("info", "clear"))
+    p.add_argument("path", help="the cache folder (or .sqlite file) given as --cache")
+    return p
+
+
+def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The options given on the command line: the estimator's own defaults fill the rest."""
+    out = {}
+    for name in names:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if isinstance(value, list):  # nargs="+": one value is the value itself
+            value = value if len(value) > 1 else value[0]
+        out[name] = value
+    return out
 
 
 # ---------------------------------------------------------------------------- messages
@@ -262,52 +277,77 @@ def _print_warning(message, category, filename, lineno, file=None, line=None) ->
 # --------------------------------------------------------------------------------- run
 
 
+_COMMON = ("model", "window_stride", "device", "dtype", "batch_tokens")
+
+
+def _progress(args: argparse.Namespace) -> bool | str:
+    return "auto" if args.progress is None else args.progress
+
+
 def run(args: argparse.Namespace) -> int:
     """Embed ``args.input`` into ``args.output``; raise on failure, return 0."""
+    outputs, source = _check_files(args)
+    from ._embedder import RnaFmEmbedder
+
     emb = RnaFmEmbedder(
-        model=args.model,
-        pooling=args.pooling if len(args.pooling) > 1 else args.pooling[0],
-        layers=args.layers if len(args.layers) > 1 else args.layers[0],
-        layer_aggregation=args.layer_aggregation,
-        long_sequences=args.long_sequences,
-        truncation_side=args.truncation_side,
-        window_stride=args.window_stride,
-        device=args.device,
-        dtype=args.dtype,
-        batch_tokens=args.batch_tokens,
-        progress="auto" if args.progress is None else args.progress,
-        cache=args.cache,
+        **_given(args, *_COMMON, "pooling", "layers", "layer_aggregation"),
+        **_given(args, "long_sequences", "truncation_side", "cache"),
+        progress=_progress(args),
     )
-    return _features_to_file(args, emb)
+    return _features_to_file(args, emb, outputs, source)
 
 
 def run_likelihood(args: argparse.Namespace) -> int:
     """Likelihood features of ``args.input`` into ``args.output``; raise on failure."""
+    outputs, source = _check_files(args)
+    from ._scoring import RnaFmLikelihood
+
     lik = RnaFmLikelihood(
-        model=args.model,
-        kind=args.kind,
-        long_sequences=args.long_sequences,
-        truncation_side=args.truncation_side,
-        window_stride=args.window_stride,
-        device=args.device,
-        dtype=args.dtype,
-        batch_tokens=args.batch_tokens,
-        progress="auto" if args.progress is None else args.progress,
-        cache=args.cache,
+        **_given(args, *_COMMON, "kind", "long_sequences", "truncation_side", "cache"),
+        progress=_progress(args),
     )
-    return _features_to_file(args, lik)
+    return _features_to_file(args, lik, outputs, source)
 
 
-def _features_to_file(args: argparse.Namespace, estimator: RnaFmEmbedder | RnaFmLikelihood) -> int:
-    """Read, transform, write: the body of the embed and likelihood commands."""
+def _check_files(args: argparse.Namespace) -> tuple[list[Path], Path]:
+    """The outputs and the input, checked before anything is imported or read."""
     outputs = _outputs(args.output)
     source = Path(args.input)
     _check_not_input(source, outputs)
+    _input_kind(source)  # exists
+    return outputs, source
+
+
+def _likelihood_cost(estimator: Any, seqs: Any) -> None:
+    """Say up front what a pseudo-log-likelihood costs: one forward pass per position."""
+    if estimator.kind not in ("pseudo", "both"):
+        return
+    from ._family import family
+
+    config, _, _ = estimator._settings()
+    fam = family(config.alphabet)
+    positions = int(sum(len(str(s)) for s in seqs)) // (3 if fam.unit == "codon" else 1)
+    print(
+        f"{PROG}: the pseudo-log-likelihood masks each {fam.unit} in turn: about {positions} "
+        f"forward passes for {len(seqs)} sequence(s) ({PROG} likelihood --kind unmasked: "
+        f"{len(seqs)} passes, one per sequence)",
+        file=sys.stderr,
+    )
+
+
+def _features_to_file(
+    args: argparse.Namespace, estimator: Any, outputs: list[Path], source: Path
+) -> int:
+    """Read, transform, write: the body of the embed and likelihood commands."""
+    from ._cli_files import _check_ids_fit_lines, _read_input, _write_output
+
     seqs = _read_input(source, args.column, args.id_column)
     if len(outputs) == 2:
         _check_ids_fit_lines(seqs.index, outputs[1])
     with warnings.catch_warnings():
         warnings.showwarning = _print_warning
+        if hasattr(estimator, "kind"):
+            _likelihood_cost(estimator, seqs)
         X = estimator.transform(seqs)
         names = estimator.get_feature_names_out()
     _write_output(outputs, seqs.index, X, names)
@@ -316,7 +356,10 @@ def _features_to_file(args: argparse.Namespace, estimator: RnaFmEmbedder | RnaFm
 
 
 def run_score(args: argparse.Namespace) -> int:
-    """Score the variants of ``args.input`` into ``args.output``; raise on failure, return 0."""
+    """Score the variants of ``args.input`` into ``args.output``; raise on failure, return 0.
+
+    The output is the input table, every column kept in order, with the scores appended.
+    """
     outputs = _outputs(args.output, SCORE_OUTPUTS)
     source = Path(args.input)
     _check_not_input(source, outputs)
@@ -326,6 +369,11 @@ def run_score(args: argparse.Namespace) -> int:
             f"{source} is FASTA, but scoring needs a table (.csv, .tsv or .parquet) with one row "
             "per variant: the wild type and its mutations (or the mutant sequence)"
         )
+    import pandas as pd
+
+    from ._cli_files import _ids, _read_table, _require_column, _write_frame
+    from ._scoring import RnaFmVariantScorer
+
     table = _read_table(source, kind, ".csv, .tsv or .parquet")
     variant_column = args.mutant_column or args.mutation_column
     _require_column(table, args.sequence_column, "--sequence-column", source)
@@ -334,6 +382,20 @@ def run_score(args: argparse.Namespace) -> int:
     ids = _ids(table, args.id_column, source)
     if len(table) == 0:
         raise _Error(f"no variants in {source}; nothing to score")
+    scorer = RnaFmVariantScorer(
+        **_given(args, *_COMMON, "method", "long_sequences"),
+        sequence_column="wild_type",
+        mutation_column="variant",
+        mutant_column="variant" if args.mutant_column else None,
+        progress=_progress(args),
+    )
+    names = list(scorer.get_feature_names_out())
+    taken = [n for n in names if n in table.columns]
+    if taken:
+        raise _Error(
+            f"{source} already has the column(s) {taken} that the scores are written to; "
+            "rename or drop them (e.g. the output of an earlier run)"
+        )
     # messages name a row by its number and, when there are ids, by its id
     X = pd.DataFrame(
         {
@@ -342,27 +404,12 @@ def run_score(args: argparse.Namespace) -> int:
         },
         index=ids if ids is not None else pd.RangeIndex(len(table)),
     )
-    scorer = _Scorer(
-        model=args.model,
-        method=list(args.method),
-        sequence_column="wild_type",
-        mutation_column="variant",
-        mutant_column="variant" if args.mutant_column else None,
-        long_sequences=args.long_sequences,
-        window_stride=args.window_stride,
-        device=args.device,
-        dtype=args.dtype,
-        batch_tokens=args.batch_tokens,
-        progress="auto" if args.progress is None else args.progress,
-    )
     with warnings.catch_warnings():
         warnings.showwarning = _print_warning
         scores = scorer.transform(X)
-        names = list(scorer.get_feature_names_out())
-    frame = pd.DataFrame(scores, columns=names)
-    frame.insert(0, "id", list(X.index.astype(str)))
-    if not args.mutant_column and args.mutation_column not in frame.columns:
-        frame.insert(1, args.mutation_column, table[args.mutation_column].to_numpy())
+    frame = table.reset_index(drop=True)
+    for j, name in enumerate(names):
+        frame[name] = scores[:, j]
     _write_frame(outputs[0], frame)
     print(
         f"{PROG}: wrote {len(frame)} variant score(s) ({', '.join(names)}) to {args.output}",
@@ -371,11 +418,9 @@ def run_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cache_main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog=f"{PROG} cache", description="Inspect or clear a cache.")
-    p.add_argument("action", choices=("info", "clear"))
-    p.add_argument("path", help="the cache folder (or .sqlite file) given as --cache")
-    args = p.parse_args(argv)
+def run_cache(args: argparse.Namespace) -> int:
+    from ._cache import EmbeddingCache
+
     cache = EmbeddingCache(args.path)
     if args.action == "clear" or cache.path.exists():
         if args.action == "clear":
@@ -385,18 +430,26 @@ def _cache_main(argv: Sequence[str]) -> int:
     raise _Error(f"no embedding cache at {cache.path}")
 
 
-def _convert_main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog=f"{PROG} convert",
-        description="Convert an official .pth or a multimolecule folder to the native "
-        "safetensors layout; every tensor is verified after writing.",
-    )
-    p.add_argument("source")
-    p.add_argument("destination")
-    args = p.parse_args(argv)
+def run_convert(args: argparse.Namespace) -> int:
+    from ._checkpoint import convert_checkpoint
+
     out = convert_checkpoint(args.source, args.destination)
     print(f"{PROG}: converted {args.source} to {out} (verified)", file=sys.stderr)
     return 0
+
+
+# sub-command -> (parser factory, run function). The factory only builds an argparse parser
+# (no torch, pandas or estimator import); the run function imports what it needs after its
+# own file checks. Without a sub-command, rnafm-embed embeds (create_parser, run).
+COMMANDS: dict[
+    str, tuple[Callable[[], argparse.ArgumentParser], Callable[[argparse.Namespace], int]]
+] = {
+    "score": (_score_parser, run_score),
+    "likelihood": (_likelihood_parser, run_likelihood),
+    "convert": (_convert_parser, run_convert),
+    "cache": (_cache_parser, run_cache),
+    "structure": (structure_parser, run_structure),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -404,38 +457,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     cache = None
     try:
-        if argv and argv[0] == "cache":
-            return _cache_main(argv[1:])
-        if argv and argv[0] == "convert":
-            return _convert_main(argv[1:])
-        if argv and argv[0] == "score":
-            return run_score(_score_parser().parse_args(argv[1:]))
-        if argv and argv[0] == "structure":
-            return run_structure(structure_parser().parse_args(argv[1:]))
-        if argv and argv[0] == "likelihood":
-            args = _likelihood_parser().parse_args(argv[1:])
-            cache = args.cache
-            return run_likelihood(args)
-        args = create_parser().parse_args(argv)
-        cache = args.cache
-        return run(args)
+        if argv and argv[0] in COMMANDS:
+            make_parser, command = COMMANDS[argv[0]]
+            args = make_parser().parse_args(argv[1:])
+        else:
+            args, command = create_parser().parse_args(argv), run
+        cache = getattr(args, "cache", None)
+        return command(args)
     except _Error as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-    except (
-        ValueError,
-        TypeError,
-        KeyError,
-        OSError,
-        CheckpointError,
-        WeightsUnavailableError,
-    ) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"{PROG}: error: {_in_cli_words(str(message))}", file=sys.stderr)
     except KeyboardInterrupt:
         kept = f" (cached batches are kept in {cache})" if cache else ""
         print(f"{PROG}: interrupted{kept}", file=sys.stderr)
         return 130
+    except (ValueError, TypeError, KeyError, OSError, RuntimeError) as exc:
+        if not _is_ours(exc):
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"{PROG}: error: {_in_cli_words(str(message))}", file=sys.stderr)
     return 1
+
+
+def _is_ours(exc: BaseException) -> bool:
+    """A user-facing failure: any ValueError, TypeError, KeyError or OSError, and the
+    library's own errors (WeightsUnavailableError is a RuntimeError)."""
+    if isinstance(exc, ValueError | TypeError | KeyError | OSError):
+        return True
+    errors = sys.modules.get("rnafm_sklearn._errors")
+    return errors is not None and isinstance(exc, errors.WeightsUnavailableError)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,6 +2,8 @@
 
 Every failure is a :class:`_Error` with a one-line message that ``_cli.main`` prints; outputs
 are checked before any computing and written all-or-nothing (``_io.write_atomically``).
+NumPy and pandas are imported by the functions that read or write tables, so that the checks
+of the file names run before any heavy import.
 """
 
 from __future__ import annotations
@@ -10,12 +12,11 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import numpy as np
-import pandas as pd
-
-from ._io import read_fasta, write_atomically
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 FASTA = (".fa", ".fasta", ".fna", ".fas", ".ffn", ".frn")
 TABLES = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
@@ -42,6 +43,10 @@ def _input_kind(path: Path) -> str:
 
 
 def _read_input(path: Path, column: str, id_column: str | None) -> pd.Series:
+    import pandas as pd
+
+    from ._io import read_fasta
+
     kind = _input_kind(path)
     if kind in FASTA:
         return _nonempty(read_fasta(path), path)
@@ -56,19 +61,33 @@ def _read_input(path: Path, column: str, id_column: str | None) -> pd.Series:
 
 
 def _read_table(path: Path, kind: str, expected: str) -> pd.DataFrame:
+    import pandas as pd
+
     if kind in TABLES:
         try:
             table = pd.read_csv(path, sep=TABLES[kind], dtype=str, keep_default_na=False)
+            # pandas renames a repeated header ('x', 'x.1'): read the names as written
+            header = pd.read_csv(
+                path, sep=TABLES[kind], dtype=str, keep_default_na=False, header=None, nrows=1
+            )
         except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError) as exc:
             raise _Error(f"cannot read {path} as {kind[1:].upper()}: {exc}") from exc
+        names = header.iloc[0].tolist() if len(header) else list(table.columns)
     elif kind == ".parquet":
         _require_pyarrow("read Parquet")
         try:
             table = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises its own error types
             raise _Error(f"cannot read {path} as Parquet: {exc}") from exc
+        names = list(table.columns)
     else:
         raise _Error(f"unknown input type {path.name!r}: expected {expected}")
+    repeated = sorted({str(n) for n in names if names.count(n) > 1})
+    if repeated:
+        raise _Error(
+            f"{path} has more than one column named {', '.join(map(repr, repeated))}; column "
+            "names must be unique (which one would be read is ambiguous): rename the duplicates"
+        )
     return table
 
 
@@ -87,6 +106,8 @@ def _ids(table: pd.DataFrame, id_column: str | None, path: Path) -> pd.Index | N
         return None
     if ids_from not in table.columns:
         raise _Error(f"id column {ids_from!r} not found in {path}; columns: {list(table.columns)}")
+    import pandas as pd
+
     ids = pd.Index(table[ids_from].astype(str), name="id")
     if ids.has_duplicates:
         dup = ids[ids.duplicated()][0]
@@ -172,6 +193,11 @@ def _write_output(
     files: Sequence[Path], ids: pd.Index, X: np.ndarray, names: Sequence[str]
 ) -> None:
     """Write the data (and for .npy the id list) all-or-nothing, to exactly these paths."""
+    import numpy as np
+    import pandas as pd
+
+    from ._io import write_atomically
+
     suffix = files[0].suffix.lower()
     if suffix == ".npy":
         text = ("\n".join(map(str, ids)) + "\n").encode("utf-8")
@@ -184,6 +210,8 @@ def _write_output(
 
 def _write_frame(path: Path, frame: pd.DataFrame) -> None:
     """Write a table (.csv, .tsv or .parquet, by the suffix) all-or-nothing."""
+    from ._io import write_atomically
+
     suffix = path.suffix.lower()
 
     def table(fh: BinaryIO) -> None:

@@ -130,7 +130,7 @@ def run_structure(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ._alphabet import get_alphabet, normalize_sequences
-    from ._cli import PROG, _print_warning
+    from ._cli import PROG, _given, _print_warning
     from ._cli_files import _check_not_input, _read_input, _write_frame
     from ._io import write_atomically
     from ._structure import RnaFmStructurePredictor
@@ -149,16 +149,13 @@ def run_structure(args: argparse.Namespace) -> int:
         canonical_only=args.canonical_only,
         min_loop_length=args.min_loop_length,
         long_sequences=args.long_sequences,
-        window_stride=args.window_stride,
-        device=args.device,
-        dtype=args.dtype,
-        batch_tokens=args.batch_tokens,
         progress="auto" if args.progress is None else args.progress,
+        # options left out on the command line take the estimator's own defaults
+        **_given(
+            args, "window_stride", "device", "dtype", "batch_tokens", "threshold",
+            "max_map_elements",
+        ),
     )
-    if args.threshold is not None:
-        params["threshold"] = args.threshold
-    if args.max_map_elements is not None:
-        params["max_map_elements"] = args.max_map_elements
     est = RnaFmStructurePredictor(**params)
     with warnings.catch_warnings():
         warnings.showwarning = _print_warning

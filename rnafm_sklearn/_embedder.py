@@ -255,6 +255,11 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
         >>> lp.shape, bool(abs(np.exp(lp).sum(1) - 1).max() < 1e-5)
         ((6, 4), True)
         """
+        if not isinstance(masked, bool | np.bool_):
+            raise TypeError(
+                f"transform_logits: masked must be True or False; got "
+                f"{type(masked).__name__} {repr(masked)[:40]}."
+            )
         plan, config, device = self._settings()
         runner = self._runner(self._encoder(device))
         if runner.encoder.lm_head is None:

@@ -28,8 +28,6 @@ from ._encoder import RnaFmEncoder
 
 logger = logging.getLogger("rnafm_sklearn")
 
-POOLINGS = ("mean", "max", "cls", "eos")
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -37,7 +35,7 @@ class Plan:
 
     layers : normalised layer indices (0..num_layers)
     aggregate : "concat" keeps each layer, "mean" averages the layers' hidden states
-    poolings : subset of POOLINGS, in output order
+    poolings : subset of _choices.POOLINGS, in output order
     window_stride : distance between window starts for sequences longer than the model's
         window (resolved by the caller: the estimator's default is half a window)
     """

@@ -16,10 +16,11 @@ import pandas as pd
 __all__ = ["read_fasta", "write_atomically"]
 
 
-def read_fasta(path: str | os.PathLike) -> pd.Series:
+def read_fasta(path: str | os.PathLike, descriptions: bool = False) -> pd.Series | pd.DataFrame:
     """Read a FASTA file (plain or gzip, multi-line records) into a Series indexed by id.
 
-    The id is the header up to the first whitespace. The file is read as UTF-8; a leading
+    The id is the header up to the first whitespace; the rest of the header, where labels
+    usually live (``>RF00001_x 5S_rRNA``), is the description. The file is read as UTF-8; a leading
     byte-order mark is ignored. Sequences are returned as written (no
     normalisation; the embedder normalises and validates). Duplicate ids raise an error rather
     than silently keeping one record.
@@ -28,12 +29,16 @@ def read_fasta(path: str | os.PathLike) -> pd.Series:
     ----------
     path : path
         The FASTA file; ``.gz`` files (any case) are decompressed.
+    descriptions : bool, default=False
+        Also return each header's description (the text after the id, surrounding whitespace
+        removed; ``""`` when the header is the id alone).
 
     Returns
     -------
-    pandas.Series of str
-        Named ``"sequence"``, indexed by record id, in file order; empty when the file holds
-        no record.
+    pandas.Series of str, or pandas.DataFrame
+        By default a Series named ``"sequence"``, indexed by record id, in file order; empty
+        when the file holds no record. With ``descriptions=True``, a DataFrame indexed the
+        same way with the columns ``sequence`` and ``description``.
 
     Examples
     --------
@@ -41,12 +46,19 @@ def read_fasta(path: str | os.PathLike) -> pd.Series:
     >>> s = read_fasta("data/rnafm-rfam3/RF00005.fasta")
     >>> len(s), s.index[0]
     (954, 'AB003409.1/96-167')
+    >>> read_fasta("data/rnafm-rfam3/RF00005.fasta", descriptions=True).columns.tolist()
+    ['sequence', 'description']
     """
+    if not isinstance(descriptions, bool):
+        raise TypeError(
+            f"read_fasta: descriptions must be True or False; got {type(descriptions).__name__}."
+        )
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"FASTA file not found: {path}")
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     ids: list[str] = []
+    notes: list[str] = []
     seqs: list[str] = []
     chunks: list[str] = []
     first_line: dict[str, int] = {}
@@ -60,7 +72,8 @@ def read_fasta(path: str | os.PathLike) -> pd.Series:
                     if ids:
                         seqs.append("".join(chunks))
                     chunks = []
-                    rid = line[1:].split(maxsplit=1)[0] if line[1:].strip() else ""
+                    header = line[1:].split(maxsplit=1)
+                    rid = header[0] if header else ""
                     if not rid:
                         raise ValueError(f"{path}, line {lineno}: empty FASTA header.")
                     if rid in first_line:
@@ -71,6 +84,7 @@ def read_fasta(path: str | os.PathLike) -> pd.Series:
                         )
                     first_line[rid] = lineno
                     ids.append(rid)
+                    notes.append(header[1].strip() if len(header) > 1 else "")
                 elif not ids:
                     raise ValueError(
                         f"{path}, line {lineno}: sequence data before the first '>' header; "
@@ -82,7 +96,10 @@ def read_fasta(path: str | os.PathLike) -> pd.Series:
         raise ValueError(f"{path} is not a readable FASTA file: {exc}") from exc
     if ids:
         seqs.append("".join(chunks))
-    return pd.Series(seqs, index=pd.Index(ids, name="id"), name="sequence", dtype=object)
+    index = pd.Index(ids, name="id")
+    if descriptions:
+        return pd.DataFrame({"sequence": seqs, "description": notes}, index=index, dtype=object)
+    return pd.Series(seqs, index=index, name="sequence", dtype=object)
 
 
 def write_atomically(writers: Mapping[Path, Callable[[BinaryIO], object]]) -> None:

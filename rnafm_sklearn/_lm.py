@@ -151,7 +151,8 @@ class LogProbs:
         for (t, p), row in zip(sites, values, strict=True):
             sums[t] = sums.get(t, 0.0) + float(row[self.column[t[p]]])
             counts[t] = counts.get(t, 0) + 1
-        return np.array([(sums.get(t, 0.0), counts.get(t, 0)) for t in token_lists], np.float64)
+        out = [(sums.get(t, 0.0), counts.get(t, 0)) for t in token_lists]
+        return np.array(out, np.float64).reshape(len(token_lists), 2)
 
     def unmasked_log_likelihood(self, token_lists: Sequence[bytes]) -> np.ndarray:
         """``(n, 2)``: sum of log p(x_i | x) over scorable positions (one pass), and the count."""

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ._checkpoint import load_model, load_pair_head, read_config
+from ._choices import DTYPE_NAMES
 from ._encoder import RnaFmConfig, RnaFmEncoder
 from ._errors import InvalidParameterError
 from ._hub import PRETRAINED
@@ -48,7 +49,7 @@ _MAX_CONFIGS = 64
 LOAD_COUNT = 0  # number of checkpoint reads in this process (tests count them)
 
 BOTH = (False, True)  # fingerprints without and with the masked-LM head
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16), strict=True))
 
 
 _DEVICES = "use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"

@@ -79,8 +79,12 @@ def _as_alphabet(alphabet: Alphabet | str) -> Alphabet:
     return get_alphabet(alphabet) if isinstance(alphabet, str) else alphabet
 
 
-def _shown(token: str) -> str:
-    return repr(token if len(token) <= _MAX_SHOWN else token[: _MAX_SHOWN - 3] + "...")
+def _shown(token: object) -> str:
+    """``repr`` of a piece of user input, cut to a readable length."""
+    if isinstance(token, str):
+        return repr(token if len(token) <= _MAX_SHOWN else token[: _MAX_SHOWN - 3] + "...")
+    text = repr(token)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
 
 
 def _scored_letters(alphabet: Alphabet) -> str:
@@ -216,11 +220,11 @@ def parse_mutations(
     if not isinstance(text, str):
         if is_missing(text):
             raise ValueError(
-                f"{where} is missing ({text!r}). Write 'WT' for the wild type itself, or drop "
-                "the row; rnafm_sklearn never reads a missing mutation as 'no mutation'."
+                f"{where} is missing ({_shown(text)}). Write 'WT' for the wild type itself, or "
+                "drop the row; rnafm_sklearn never reads a missing mutation as 'no mutation'."
             )
         raise TypeError(
-            f"{where} is of type {type(text).__name__} ({text!r}); expected a string such as "
+            f"{where} is of type {type(text).__name__} ({_shown(text)}); expected a string such as "
             "'A12G' or 'A12G:C30U'."
         )
     wild_type = normalize_sequence(wild_type, alphabet, f"{where}: the wild type")
@@ -241,10 +245,16 @@ def parse_mutations(
         if match is None:
             raise ValueError(f"{where}: {_malformed(token)} {_syntax_help(alphabet)}")
         ref, digits, alt = match.groups()
-        position = int(digits) if len(digits.lstrip("0")) <= _MAX_DIGITS else length + 1
+        significant = digits.lstrip("0") or "0"
+        position = int(significant) if len(significant) <= _MAX_DIGITS else length + 1
         if not 1 <= position <= length:
+            shown = (
+                significant
+                if len(significant) <= _MAX_DIGITS
+                else f"{significant[:_MAX_DIGITS]}... ({len(significant)} digits)"
+            )
             raise ValueError(
-                f"{where}: {_shown(token)} is at position {digits}, outside the wild type "
+                f"{where}: {_shown(token)} is at position {shown}, outside the wild type "
                 f"(positions 1..{length}, 1-based)."
             )
         ref, alt = ref.upper().replace("T", "U"), alt.upper().replace("T", "U")

@@ -18,9 +18,11 @@ import torch
 from sklearn.base import TransformerMixin
 
 from ._alphabet import Alphabet, get_alphabet, normalize_sequences, row_name
-from ._base import RnaFmEstimator, _among, _as_sequences, select_column
+from ._base import RnaFmEstimator, _among, _as_sequences, _cut, select_column
 from ._cache import EmbeddingCache
+from ._choices import KINDS, METHODS
 from ._encoder import RnaFmConfig
+from ._errors import warn
 from ._family import family
 from ._lm import LogProbs, masked_batch_tokens, missing_head_message
 from ._models import weights_fingerprint
@@ -28,9 +30,12 @@ from ._mutations import Variant, apply, mutations_from_mutant, parse_mutations
 
 __all__ = ["METHODS", "RnaFmLikelihood", "RnaFmVariantScorer", "score_variants"]
 
-METHODS = ("wt-marginal", "masked-marginal", "mutant-marginal", "pseudo-likelihood")
-KINDS = ("pseudo", "unmasked", "both")
 _CHUNK = 64  # sequences per chunk of pseudo-likelihoods (and per cache commit)
+_MAX_LISTED = 20  # rows listed in one error or warning
+# A mutant sequence with more substitutions than this, or that differs in more than this
+# fraction of its positions, is likely an insertion or deletion written as a sequence.
+_MANY_SUBSTITUTIONS = 10
+_MANY_FRACTION = 0.2
 
 
 class _Scoring(RnaFmEstimator):
@@ -236,7 +241,17 @@ class RnaFmVariantScorer(TransformerMixin, _Scoring):
       ``lp(mt, i, .)``.
     * ``"pseudo-likelihood"``: ``PLL(mutant) - PLL(wild type)``, each PLL the sum over the
       sequence's A/C/G/U positions of ``log p(x_i | x with i masked)`` (one pass per
-      position); the only convention that compares sequences of different lengths.
+      position); the only convention that compares sequences of different lengths. Scored
+      positions must correspond: a mutant may hold an IUPAC code or a gap only where its wild
+      type holds the same (at the same position when the lengths are equal, in the same
+      order otherwise), else an ``N`` would drop a term and raise the score; such a mutant
+      is an error naming the row. Write a deletion by leaving its letters out, not as ``-``.
+
+    A mutant sequence that differs from its wild type in more than 10 positions, or in over
+    20 % of them (at least 2), is most likely an insertion or deletion written at the wild
+    type's length: the marginal conventions score it as that many substitutions, with one
+    warning naming the rows. Every bad row (a mutation that does not match, a position out
+    of range, a malformed string) is reported in one error: the first 20 and a count.
 
     For mRNA-FM the positions are nucleotides mapped to codons: the changes in one codon are
     scored as one codon change (a synonymous change included); an out-of-frame or ambiguous
@@ -344,12 +359,12 @@ class RnaFmVariantScorer(TransformerMixin, _Scoring):
                 f"{self.sequence_column!r} and {self.mutant_column or self.mutation_column!r}; "
                 f"got {type(X).__name__}. score_variants() takes plain lists."
             )
-        wild = X[select_column(X.columns, self.sequence_column)]
+        wild = X[select_column(X.columns, self.sequence_column, "X", "sequence_column")]
         if self.mutant_column is not None:
-            other = X[select_column(X.columns, self.mutant_column)].tolist()
-            return self._score(wild.tolist(), None, other, wild.index.tolist())
-        other = X[select_column(X.columns, self.mutation_column)].tolist()
-        return self._score(wild.tolist(), other, None, wild.index.tolist())
+            other = X[select_column(X.columns, self.mutant_column, "X", "mutant_column")]
+            return self._score(wild.tolist(), None, other.tolist(), wild.index.tolist())
+        other = X[select_column(X.columns, self.mutation_column, "X", "mutation_column")]
+        return self._score(wild.tolist(), other.tolist(), None, wild.index.tolist())
 
     # ------------------------------------------------------------------------- scoring
     def _score(
@@ -371,25 +386,45 @@ class RnaFmVariantScorer(TransformerMixin, _Scoring):
             )
         lp = self._log_probs(device, stride)
         wts = normalize_sequences(wild_types, alphabet, index=index)
-        wt_tokens = self._apply_length_policy([alphabet.encode_body(s) for s in wts], index, config)
+        wt_tokens = self._apply_length_policy(_encode_shared(wts, alphabet), index, config)
         variants: list[Variant] | None = None
         marginal = [m for m in methods if m != "pseudo-likelihood"]
         if mutations is not None or marginal:
-            variants = [
-                self._variant(wt, other[i], alphabet, mutations is not None, index, i)
-                for i, wt in enumerate(wts)
-            ]
+            variants = self._variants(wts, other, alphabet, mutations is not None, index)
         if mutants is not None:
             mt_seqs = normalize_sequences(mutants, alphabet, index=index)
-        else:
+            if variants is not None:
+                _warn_many_substitutions(variants, wt_tokens, index)
+        elif {"mutant-marginal", "pseudo-likelihood"} & set(methods):
             assert variants is not None
             mt_seqs = [apply(wt, v, alphabet) for wt, v in zip(wts, variants, strict=True)]
-        mt_tokens = self._apply_length_policy(
-            [alphabet.encode_body(s) for s in mt_seqs], index, config
-        )
+        else:  # the wild-type passes are all it takes: no mutant is built
+            mt_seqs = []
+        mt_tokens = self._apply_length_policy(_encode_shared(mt_seqs, alphabet), index, config)
+        if "pseudo-likelihood" in methods:
+            _check_scored_positions(lp, alphabet, wt_tokens, mt_tokens, index)
         plan = _Plan(lp, methods, wt_tokens, mt_tokens, variants, alphabet)
         with self._progress(lp.runner, plan.n_passes(), "pass"):
             return plan.run()
+
+    def _variants(
+        self,
+        wts: list[str],
+        values: list[object],
+        alphabet: Alphabet,
+        is_mutation: bool,
+        index: list[object] | None,
+    ) -> list[Variant]:
+        """Every row's substitutions; every bad row reported in one error."""
+        variants: list[Variant] = []
+        problems: list[Exception] = []
+        for i, wt in enumerate(wts):
+            try:
+                variants.append(self._variant(wt, values[i], alphabet, is_mutation, index, i))
+            except (ValueError, TypeError) as exc:
+                problems.append(exc)
+        _raise_all(problems, len(wts), "mutations" if is_mutation else "mutants")
+        return variants
 
     def _variant(
         self,
@@ -439,28 +474,165 @@ class _Plan:
                 )
         return out
 
+    def _masked_marginal(self) -> np.ndarray:
+        """The masked-marginal sums from one ``(C,)`` row per distinct (wild type, position).
+
+        Only the rows that are read are kept: memory grows with the distinct mutated
+        positions, not with the number of variants times the wild type's length.
+        """
+        sites = list(dict.fromkeys(self.sites))
+        values = self.lp.masked(sites)
+        row = {site: k for k, site in enumerate(sites)}
+        out = np.zeros(len(self.wt), np.float64)
+        for k, (t, variant) in enumerate(zip(self.wt, self.variants, strict=True)):
+            for s in variant:
+                lp = values[row[(t, s.position)]]
+                out[k] += float(lp[self.col[s.alt]]) - float(lp[self.col[s.ref]])
+        return out
+
     def run(self) -> np.ndarray:
         columns = []
+        if not self.wt:
+            return np.empty((0, len(self.methods)), np.float64)
         for method in self.methods:
             if method == "wt-marginal":
                 columns.append(self._marginal(self.lp.unmasked(self.wt)))
             elif method == "mutant-marginal":
                 columns.append(self._marginal(self.lp.unmasked(self.mt)))
             elif method == "masked-marginal":
-                values = self.lp.masked(self.sites)
-                row = dict(zip(self.sites, values, strict=True))
-                per_variant = []
-                for t, v in zip(self.wt, self.variants, strict=True):
-                    lp = np.zeros((len(t), len(self.col)), np.float32)
-                    for s in v:
-                        lp[s.position] = row[(t, s.position)]
-                    per_variant.append(lp)
-                columns.append(self._marginal(per_variant))
+                columns.append(self._masked_marginal())
             else:
                 pll = self.lp.pseudo_log_likelihood(self.mt + self.wt)[:, 0]
                 n = len(self.mt)
                 columns.append(pll[:n] - pll[n:])
         return np.stack(columns, axis=1)
+
+
+def _encode_shared(sequences: list[str], alphabet: Alphabet) -> list[bytes]:
+    """Token lists, one object per distinct sequence (a wild type repeated on each of its
+    thousands of variants is held once)."""
+    seen: dict[str, bytes] = {}
+    out = []
+    for s in sequences:
+        tokens = seen.get(s)
+        if tokens is None:
+            tokens = seen[s] = alphabet.encode_body(s)
+        out.append(tokens)
+    return out
+
+
+def _listed(rows: list[int], index: list[object] | None) -> str:
+    """The first rows by name, and how many more."""
+    shown = ", ".join(row_name(i, None if index is None else index[i]) for i in rows[:_MAX_LISTED])
+    more = f" and {len(rows) - _MAX_LISTED} more" if len(rows) > _MAX_LISTED else ""
+    return shown + more
+
+
+def _raise_all(problems: list[Exception], total: int, what: str) -> None:
+    """Raise one error for every bad row (each message names its row): the first 20 and a count.
+
+    A single problem is raised as it is (its type kept).
+    """
+    if not problems:
+        return
+    if len(problems) == 1:
+        raise problems[0]
+    shown = "\n".join(f"  {exc}" for exc in problems[:_MAX_LISTED])
+    more = (
+        f"\n  ... and {len(problems) - _MAX_LISTED} more"
+        if len(problems) > _MAX_LISTED
+        else ""
+    )
+    kind = TypeError if all(isinstance(p, TypeError) for p in problems) else ValueError
+    raise kind(f"{len(problems)} of {total} {what} cannot be scored:\n{shown}{more}")
+
+
+def _warn_many_substitutions(
+    variants: list[Variant], wt_tokens: list[bytes], index: list[object] | None
+) -> None:
+    """Warn once about mutants that look like insertions or deletions written as sequences."""
+    rows = [
+        i
+        for i, (v, t) in enumerate(zip(variants, wt_tokens, strict=True))
+        if len(v) > _MANY_SUBSTITUTIONS or (len(v) > 1 and len(v) > _MANY_FRACTION * len(t))
+    ]
+    if rows:
+        warn(
+            f"{len(rows)} mutant(s) differ from their wild type in more than "
+            f"{_MANY_SUBSTITUTIONS} positions or in over {_MANY_FRACTION:.0%} of them: "
+            f"{_listed(rows, index)}. Each is scored as that many substitutions. An insertion "
+            "or deletion? use method='pseudo-likelihood', which compares sequences of "
+            "different lengths (give the mutant without gaps)."
+        )
+
+
+def _check_scored_positions(
+    lp: LogProbs,
+    alphabet: Alphabet,
+    wt_tokens: list[bytes],
+    mt_tokens: list[bytes],
+    index: list[object] | None,
+) -> None:
+    """The pseudo-likelihood difference needs the same kind of positions in both sums.
+
+    A PLL sums over the A/C/G/U positions only (codons of them for mRNA-FM): a mutant holding
+    ``N`` where its wild type holds a nucleotide would drop terms and score higher. Of equal
+    length, wild type and mutant must have their other tokens (IUPAC codes, gaps) at the same
+    positions; of different lengths, the same such tokens in the same order.
+    """
+    unit = family(alphabet.name).unit
+    problems: list[Exception] = []
+    for i, (w, m) in enumerate(zip(wt_tokens, mt_tokens, strict=True)):
+        if w == m:
+            continue
+        tw, tm = np.frombuffer(w, np.uint8), np.frombuffer(m, np.uint8)
+        sw, sm = lp.column[tw] >= 0, lp.column[tm] >= 0
+        if len(w) == len(m):
+            differ = np.flatnonzero(sw != sm)
+            if len(differ) == 0:
+                continue
+            p = int(differ[0])
+            what = (
+                f"{unit} {p + 1} (1-based) holds {alphabet.tokens[m[p]]!r} in the mutant but "
+                f"{alphabet.tokens[w[p]]!r} in the wild type"
+            )
+        else:
+            if np.array_equal(tw[~sw], tm[~sm]):
+                continue
+            what = (
+                f"the mutant holds {int((~sm).sum())} ambiguity code(s) or gap(s), the wild "
+                f"type {int((~sw).sum())} (they must be the same, in the same order)"
+            )
+        label = None if index is None else index[i]
+        problems.append(
+            ValueError(
+                f"Mutant at {row_name(i, label)}: {what}. A pseudo-likelihood sums over A/C/G/U "
+                "positions only, so the two sums would not cover corresponding positions (an N "
+                "would drop a term and raise the score). Scored positions must correspond: "
+                "resolve ambiguity codes in both, and write a deletion by leaving its letters "
+                "out, not as '-'."
+            )
+        )
+    _raise_all(problems, len(wt_tokens), "mutants")
+
+
+def _align(
+    index: list[object], values: list[object], other_index: list[object], what: str
+) -> list[object]:
+    """``values`` in the order of ``index``: two pandas inputs are paired by label."""
+    mine, theirs = pd.Index(index), pd.Index(other_index)
+    if mine.equals(theirs):
+        return values
+    if mine.is_unique and theirs.is_unique:
+        order = theirs.get_indexer(mine)
+        if (order >= 0).all():
+            return [values[k] for k in order]
+    only = [label for label in mine if label not in set(theirs)][:3] or list(mine[:3])
+    raise ValueError(
+        f"sequences and {what} are both pandas objects, so they are paired by index label, "
+        f"but their labels differ (e.g. {_cut(only)} in sequences only, or labels repeated). "
+        f"Give both the same labels, or pass {what}.tolist() to pair them by position."
+    )
 
 
 def score_variants(
@@ -497,21 +669,31 @@ def score_variants(
     Returns
     -------
     pandas.DataFrame
-        Aligned with the input (its index kept): a ``score`` column, or one column per
-        method when ``method`` is a list.
+        Aligned with ``sequences`` (its index and index name kept): one column per method,
+        named ``score_<method>`` with underscores (``score_masked_marginal``), also for a
+        single method.
+
+    Notes
+    -----
+    When ``sequences`` and ``mutations`` (or ``mutants``) are both pandas objects, they are
+    paired by index label (reordered if needed); differing labels are an error. Otherwise
+    they are paired by position.
 
     Examples
     --------
     >>> from rnafm_sklearn import score_variants
     >>> scores = score_variants(["ACGUAGCUAG", "ACGUAGCUAG"], ["A1G", "WT"],
     ...                         model="tests/fixtures/RNA-FM_tiny.pth", progress=False)
-    >>> list(scores.columns), float(scores["score"].iloc[1])
-    (['score'], 0.0)
+    >>> list(scores.columns), float(scores["score_masked_marginal"].iloc[1])
+    (['score_masked_marginal'], 0.0)
     """
     if (mutations is None) == (mutants is None):
         raise TypeError("score_variants needs exactly one of mutations= and mutants=.")
     raw, index = _as_sequences(sequences, None, "score_variants")
-    other, _ = _as_sequences(mutations if mutants is None else mutants, None, "score_variants")
+    given = mutations if mutants is None else mutants
+    other, other_index = _as_sequences(given, None, "score_variants")
+    if index is not None and other_index is not None and len(other) == len(raw):
+        other = _align(index, other, other_index, "mutations" if mutants is None else "mutants")
     scorer = RnaFmVariantScorer(model=model, method=method, **options)
     values = scorer._score(
         raw,
@@ -519,7 +701,6 @@ def score_variants(
         other if mutants is not None else None,
         index,
     )
-    frame_index = pd.Index(index) if index is not None else pd.RangeIndex(len(raw))
-    if isinstance(method, str):
-        return pd.DataFrame({"score": values[:, 0]}, index=frame_index)
-    return pd.DataFrame(values, index=frame_index, columns=list(method))
+    name = getattr(getattr(sequences, "index", None), "name", None)
+    frame_index = pd.Index(index, name=name) if index is not None else pd.RangeIndex(len(raw))
+    return pd.DataFrame(values, index=frame_index, columns=list(scorer.get_feature_names_out()))

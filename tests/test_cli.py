@@ -17,7 +17,14 @@ import torch
 from _tolerance import assert_close
 from conftest import DATA, TINY_PTH
 
-from rnafm_sklearn import RnaFmEmbedder, RnaFmLikelihood, _cli, read_fasta, score_variants
+from rnafm_sklearn import (
+    RnaFmEmbedder,
+    RnaFmLikelihood,
+    RnaFmVariantScorer,
+    _cli,
+    read_fasta,
+    score_variants,
+)
 from rnafm_sklearn._cli import main
 
 FASTA = DATA / "rnafm-rfam3" / "RF00005.fasta"
@@ -524,13 +531,13 @@ def test_score_writes_one_column_per_method(tmp_path, capsys, suffix):
     assert main([*argv, "--method", "masked-marginal", "wt-marginal"]) == 0
     assert capsys.readouterr().err.startswith("rnafm-embed: wrote 5 variant score(s)")
     got = _read_table(out)
-    assert list(got.columns) == ["id", "mutations", "score_masked_marginal", "score_wt_marginal"]
-    assert got["id"].tolist() == VARIANTS["name"].tolist()
-    assert got["mutations"].tolist() == VARIANTS["mutations"].tolist()
+    # the input table, every column in its order, with the scores appended
+    assert list(got.columns) == ["name", "wt", "mutations", "score_masked_marginal", "score_wt_marginal"]
+    pd.testing.assert_frame_equal(got[list(VARIANTS.columns)], VARIANTS)
     expected = _scores(method=["masked-marginal", "wt-marginal"])
-    assert not np.allclose(expected["masked-marginal"], expected["wt-marginal"])  # told apart
-    assert_close(got["score_masked_marginal"], expected["masked-marginal"])
-    assert_close(got["score_wt_marginal"], expected["wt-marginal"])
+    assert not np.allclose(expected["score_masked_marginal"], expected["score_wt_marginal"])  # told apart
+    assert_close(got["score_masked_marginal"], expected["score_masked_marginal"])
+    assert_close(got["score_wt_marginal"], expected["score_wt_marginal"])
     assert got.loc[2, "score_masked_marginal"] == 0.0  # the "WT" row
 
 
@@ -544,8 +551,8 @@ def test_score_mutant_column_without_ids_to_parquet(tmp_path):
     argv = ["score", str(src), "-o", str(out), "--model", MODEL, "--mutant-column", "mt"]
     assert main([*argv, "--method", "pseudo-likelihood", "masked-marginal", "--no-progress"]) == 0
     got = pd.read_parquet(out)
-    assert list(got.columns) == ["id", "score_pseudo_likelihood", "score_masked_marginal"]
-    assert got["id"].tolist() == ["0", "1", "2"]  # row numbers, as for embedding
+    assert list(got.columns) == ["sequence", "mt", "score_pseudo_likelihood", "score_masked_marginal"]
+    pd.testing.assert_frame_equal(got[["sequence", "mt"]], frame)
     expected = score_variants(
         frame["sequence"],
         mutants=frame["mt"],
@@ -553,9 +560,9 @@ def test_score_mutant_column_without_ids_to_parquet(tmp_path):
         model=MODEL,
         progress=False,
     )
-    assert_close(got.iloc[:, 1:].to_numpy(), expected.to_numpy())
+    assert_close(got.iloc[:, 2:].to_numpy(), expected.to_numpy())
     # the same variants written as mutation strings score the same
-    by_mutation = _scores(method="masked-marginal")["score"]
+    by_mutation = _scores(method="masked-marginal")["score_masked_marginal"]
     assert_close(got["score_masked_marginal"], by_mutation[["v1", "v4", "v3"]])
 
 
@@ -575,7 +582,7 @@ def test_score_refuses_output_equal_to_input(tmp_path, capsys, monkeypatch):
     def no_scoring(*args, **kwargs):
         raise AssertionError("scoring started before the output was validated")
 
-    monkeypatch.setattr(_cli._Scorer, "transform", no_scoring)
+    monkeypatch.setattr(RnaFmVariantScorer, "transform", no_scoring)
     src = tmp_path / "variants.csv"
     VARIANTS.to_csv(src, index=False)
     content = src.read_text()
@@ -645,7 +652,7 @@ def test_score_interrupt_exits_130(tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(_cli._Scorer, "transform", interrupted)
+    monkeypatch.setattr(RnaFmVariantScorer, "transform", interrupted)
     src = tmp_path / "variants.csv"
     VARIANTS.to_csv(src, index=False)
     argv = ["score", str(src), "-o", str(tmp_path / "s.csv"), "--model", MODEL]
@@ -660,7 +667,7 @@ def test_likelihood_command(tmp_path, capsys):
     out = tmp_path / "ll.csv"
     argv = ["likelihood", str(src), "-o", str(out), "--model", MODEL, "--no-progress"]
     assert main([*argv, "--kind", "both"]) == 0
-    assert capsys.readouterr().err.startswith("rnafm-embed: wrote 2 x 4 features")
+    assert capsys.readouterr().err.splitlines()[-1].startswith("rnafm-embed: wrote 2 x 4 features")
     got = pd.read_csv(out)
     assert list(got.columns) == ["id", "pll", "pll_per_nt", "ll_unmasked", "ll_unmasked_per_nt"]
     assert got["id"].tolist() == ["a", "b"]
@@ -670,3 +677,142 @@ def test_likelihood_command(tmp_path, capsys):
         main([*argv, "--kind", "pll"])
     assert exc.value.code == 2
     assert "argument --kind: invalid choice: 'pll'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------ issue 23 (B, E.7)
+
+
+def test_score_output_keeps_every_input_column_in_order(tmp_path, capsys):
+    table = VARIANTS.assign(activity=[0.5, 1.25, -3.0, 7.0, 2.0], note=["x", "", "y", "z", "w"])
+    table = table[["activity", "wt", "note", "mutations", "name"]]
+    src = tmp_path / "dms.parquet"
+    table.to_parquet(src, index=False)
+    out = tmp_path / "scores.parquet"
+    argv = ["score", str(src), "-o", str(out), "--model", MODEL, "--no-progress", "--sequence-column", "wt"]
+    assert main(argv) == 0
+    got = pd.read_parquet(out)
+    assert list(got.columns) == [*table.columns, "score_masked_marginal"]
+    pd.testing.assert_frame_equal(got[list(table.columns)], table)  # values and dtypes kept
+    expected = _scores(method="masked-marginal")["score_masked_marginal"].to_numpy()
+    np.testing.assert_allclose(got["score_masked_marginal"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_score_refuses_repeated_column_names(tmp_path, capsys, monkeypatch):
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("scoring started")
+
+    monkeypatch.setattr(RnaFmVariantScorer, "transform", no_scoring)
+    src = tmp_path / "two.csv"
+    src.write_text(f"sequence,mutations,sequence\n{WT_A},G1A,{WT_B}\n")
+    out = tmp_path / "s.csv"
+    msg = _error(capsys, ["score", str(src), "-o", str(out), "--model", MODEL])
+    assert msg == (
+        f"rnafm-embed: error: {src} has more than one column named 'sequence'; column names must "
+        "be unique (which one would be read is ambiguous): rename the duplicates"
+    )
+    assert not out.exists()
+    # the same for the sequence table of embedding and likelihood
+    msg = _error(capsys, ["likelihood", str(src), "-o", str(out), "--model", MODEL])
+    assert msg.startswith(f"rnafm-embed: error: {src} has more than one column named 'sequence'")
+
+
+def test_score_refuses_an_input_column_named_like_a_score(tmp_path, capsys, monkeypatch):
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("scoring started")
+
+    monkeypatch.setattr(RnaFmVariantScorer, "transform", no_scoring)
+    src = tmp_path / "again.csv"
+    VARIANTS.assign(score_wt_marginal=1.0).to_csv(src, index=False)
+    out = tmp_path / "s.csv"
+    argv = ["score", str(src), "-o", str(out), "--model", MODEL, "--sequence-column", "wt"]
+    msg = _error(capsys, [*argv, "--method", "masked-marginal", "wt-marginal"])
+    assert msg == (
+        f"rnafm-embed: error: {src} already has the column(s) ['score_wt_marginal'] that the "
+        "scores are written to; rename or drop them (e.g. the output of an earlier run)"
+    )
+    # a mutation column that has the name of nothing we write is kept as it is
+    src2 = tmp_path / "renamed.csv"
+    VARIANTS.rename(columns={"mutations": "id"}).to_csv(src2, index=False)
+    monkeypatch.undo()
+    argv2 = ["score", str(src2), "-o", str(out), "--model", MODEL, "--sequence-column", "wt"]
+    assert main([*argv2, "--mutation-column", "id", "--id-column", "name", "--no-progress"]) == 0
+    assert _read_table(out)["id"].tolist() == VARIANTS["mutations"].tolist()
+
+
+_IMPORTS = """
+import sys
+from rnafm_sklearn._cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+heavy = sorted(m for m in ("torch", "pandas", "numpy", "sklearn") if m in sys.modules)
+print("HEAVY", heavy, "CODE", code)
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["score", "--help"],
+        ["likelihood", "--help"],
+        ["score", "in.csv"],  # usage error: no -o
+        ["--pooling", "median", "in.fa", "-o", "x.npy"],  # usage error: bad choice
+        ["missing.fa", "-o", "x.npy"],  # file checks come first
+        ["likelihood", "missing.fa", "-o", "x.csv"],
+        ["score", "missing.csv", "-o", "x.txt"],
+    ],
+)
+def test_help_and_usage_errors_do_not_import_torch(tmp_path, argv):
+    run = subprocess.run(
+        [sys.executable, "-c", _IMPORTS, *argv], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert "HEAVY [] CODE" in run.stdout, (run.stdout, run.stderr)
+    assert "Traceback" not in run.stderr
+
+
+def test_likelihood_help_offers_the_cheap_kind():
+    help_text = _cli._likelihood_parser().format_help()
+    assert "--kind unmasked" in help_text and "one pass per nucleotide" in help_text
+
+
+def test_likelihood_says_its_cost_up_front(tmp_path, capsys):
+    src = tmp_path / "seqs.fa"
+    src.write_text(f">a\n{WT_A}\n>b\n{WT_B}\n")
+    out = tmp_path / "ll.csv"
+    argv = ["likelihood", str(src), "-o", str(out), "--model", MODEL, "--no-progress"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err.splitlines()
+    n = len(WT_A) + len(WT_B)
+    assert err[0] == (
+        f"rnafm-embed: the pseudo-log-likelihood masks each nt in turn: about {n} forward passes "
+        "for 2 sequence(s) (rnafm-embed likelihood --kind unmasked: 2 passes, one per sequence)"
+    )
+    assert main([*argv, "--kind", "unmasked"]) == 0
+    assert "forward passes" not in capsys.readouterr().err
+
+
+_INTERRUPT_AT_IMPORT = """
+import sys
+
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            raise KeyboardInterrupt  # Ctrl-C while the program is still starting
+
+sys.meta_path.insert(0, Interrupt())
+from rnafm_sklearn._cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_interrupt_while_starting_is_one_line(tmp_path):
+    src = tmp_path / "seqs.fa"
+    src.write_text(f">a\n{WT_A}\n")
+    run = subprocess.run(
+        [sys.executable, "-c", _INTERRUPT_AT_IMPORT, str(src), "-o", str(tmp_path / "x.npy")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 130, run.stderr
+    assert run.stderr.strip() == "rnafm-embed: interrupted"

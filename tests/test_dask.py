@@ -122,5 +122,5 @@ def test_input_errors():
         ValueError, match=re.escape("data is a DataFrame with 2 columns ['a', 'b']; set column=")
     ):
         embed(frame, emb)
-    with pytest.raises(KeyError, match="Column 'seq' not found"):
+    with pytest.raises(ValueError, match="Column 'seq' not found in data; available columns"):
         embed(frame, RnaFmEmbedder(model=MODEL, column="seq"))

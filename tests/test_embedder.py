@@ -377,8 +377,11 @@ def test_dataframe_column_errors():
     ):
         emb().transform(df)
     with pytest.raises(
-        KeyError,
-        match=re.escape("Column 'sequence' not found in X; available columns: ['id', 'seq']"),
+        ValueError,
+        match=re.escape(
+            "Column 'sequence' not found in X; available columns: ['id', 'seq']. Set column= to "
+            "one of them."
+        ),
     ):
         emb(column="sequence").transform(df)
 
@@ -494,3 +497,10 @@ def test_invalid_parameters(param, value, msg):
         e.fit(["ACGU"])
     with pytest.raises(ValueError, match=re.escape(msg)):  # also a ValueError
         e.transform(["ACGU"])
+
+
+@pytest.mark.parametrize("masked", ["no", 0, 1, None, "True"])
+def test_transform_logits_masked_must_be_a_bool(masked):
+    emb = RnaFmEmbedder(model=str(TINY_PTH), progress=False)
+    with pytest.raises(TypeError, match=r"transform_logits: masked must be True or False; got "):
+        emb.transform_logits(["ACGU"], masked=masked)

@@ -154,6 +154,7 @@ def test_examples_stop_cleanly_without_weights(tmp_path, monkeypatch, capsys):
         assert load(name).main(["--output-dir", str(tmp_path)]) == 2
         err = capsys.readouterr().err
         assert "Cannot run without the model weights" in err and "Traceback" not in err
+        assert "Give this example a local checkpoint with --model /path/to/" in err, name
 
 
 def test_secondary_structure(tmp_path, capsys):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pickle
+import re
 import shutil
 import warnings
 
@@ -851,3 +852,30 @@ def test_head_input_is_standardised_by_the_training_rows():
     std = np.sqrt(np.average((features - mean) ** 2, axis=0, weights=w))
     np.testing.assert_allclose(est._fitted.head["shift"].numpy(), mean, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(est._fitted.head["scale"].numpy(), std, rtol=1e-5)
+
+
+def test_relative_model_path_survives_unpickling_elsewhere(tmp_path, monkeypatch):
+    """Issue 23 B.6: a relative model= path is resolved at fit time."""
+    (tmp_path / "ckpt").mkdir()
+    shutil.copyfile(TINY_PTH, tmp_path / "ckpt" / "model.pth")
+    monkeypatch.chdir(tmp_path)
+    est = clf(model="ckpt/model.pth", train="lora", max_epochs=1).fit(SEQS, LABELS)
+    proba = est.predict_proba(SEQS)
+    blob = pickle.dumps(est)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    loaded = pickle.loads(blob)
+    assert loaded.get_params()["model"] == "ckpt/model.pth"  # the parameter is unchanged
+    np.testing.assert_allclose(loaded.predict_proba(SEQS), proba, rtol=1e-5, atol=1e-6)
+    # the checkpoint moved: the error says how to point model= at it
+    (tmp_path / "ckpt" / "model.pth").rename(tmp_path / "moved.pth")
+    message = (
+        f"Checkpoint not found: {tmp_path / 'ckpt' / 'model.pth'}. This RnaFmClassifier was "
+        "fitted with model='ckpt/model.pth'"
+    )
+    with pytest.raises(FileNotFoundError, match=re.escape(message)) as err:
+        pickle.loads(blob).predict(SEQS)
+    assert "set_params(model='/path/to/checkpoint')" in str(err.value)
+    moved = pickle.loads(blob).set_params(model=str(tmp_path / "moved.pth"))
+    np.testing.assert_allclose(moved.predict_proba(SEQS), proba, rtol=1e-5, atol=1e-6)

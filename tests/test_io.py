@@ -97,3 +97,27 @@ def test_write_atomically_interrupted(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         write_atomically({a: interrupted})
     assert a.read_bytes() == b"old" and os.listdir(tmp_path) == ["x.csv"]
+
+
+@pytest.mark.parametrize("name", ["labels.fa", "labels.fa.gz"])
+def test_read_fasta_descriptions(tmp_path, name):
+    text = ">RF00001_x 5S_rRNA  family 1 \nACGU\nGG\n>bare\nUUU\n>tab\tsplit\tlabel\nC\n"
+    path = tmp_path / name
+    if name.endswith(".gz"):
+        with gzip.open(path, "wt", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    frame = read_fasta(path, descriptions=True)
+    assert list(frame.columns) == ["sequence", "description"] and frame.index.name == "id"
+    assert frame.index.tolist() == ["RF00001_x", "bare", "tab"]
+    assert frame["sequence"].tolist() == ["ACGUGG", "UUU", "C"]
+    assert frame["description"].tolist() == ["5S_rRNA  family 1", "", "split\tlabel"]
+    # the default is unchanged: the Series of sequences
+    series = read_fasta(path)
+    assert series.name == "sequence" and series.tolist() == frame["sequence"].tolist()
+    empty = tmp_path / "empty.fa"
+    empty.write_text("")
+    assert read_fasta(empty, descriptions=True).shape == (0, 2)
+    with pytest.raises(TypeError, match="read_fasta: descriptions must be True or False; got str"):
+        read_fasta(path, descriptions="yes")

@@ -118,14 +118,39 @@ def test_codon_syntax_help_says_positions_are_nucleotides():
         parse_mutations("GAG1GAA", "GAGAAA", "codon", WHERE)
 
 
-@pytest.mark.parametrize("text", ["A0G", "A17G", "A99999999999999999999999G"])
-def test_position_out_of_range(text):
-    digits = text[1:-1]
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("A0G", "0"),
+        ("A17G", "17"),
+        ("A0017G", "17"),
+        ("A99999999999999999999999G", "999999999999... (23 digits)"),
+    ],
+)
+def test_position_out_of_range(text, shown):
     with raises(
-        f"{WHERE}: {text!r} is at position {digits}, outside the wild type (positions 1..16, "
+        f"{WHERE}: {text!r} is at position {shown}, outside the wild type (positions 1..16, "
         "1-based)."
     ):
         parse_mutations(text, WT, "rna", WHERE)
+
+
+@pytest.mark.parametrize("digits", ["0" * 5000 + "17", "1" * 5000, "0" * 4999 + "7" * 5000])
+def test_position_of_thousands_of_digits_is_a_short_error_naming_the_row(digits):
+    """Python refuses int() on over 4 300 digits; the message quotes the input cut short."""
+    text = f"A{digits}G"
+    with pytest.raises(ValueError, match=re.escape(f"{WHERE}: '{text[:37]}...'")) as err:
+        parse_mutations(text, WT, "rna", WHERE)
+    assert len(str(err.value)) < 300
+    # leading zeros: the position is read, not refused
+    expected = "17," if digits.endswith("017") else f"{digits.lstrip('0')[:12]}... ("
+    assert f"is at position {expected}" in str(err.value)
+
+
+def test_a_value_of_another_type_is_quoted_cut_short():
+    with pytest.raises(TypeError, match=re.escape(f"{WHERE} is of type list ([1, 1, 1")) as err:
+        parse_mutations([1] * 10_000, WT, "rna", WHERE)
+    assert len(str(err.value)) < 200
 
 
 def test_reference_mismatch():

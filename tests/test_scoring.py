@@ -2,6 +2,8 @@
 reference written here on the official ``fm`` forward pass, pass counts, estimators, errors."""
 
 import re
+import tracemalloc
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -33,6 +35,11 @@ TOL = 1e-4
 MRNA_PTH = FIXTURES / "mRNA-FM_tiny.pth"
 MRNA_HF = FIXTURES / "multimolecule-mrnafm-tiny"
 METHODS = ["wt-marginal", "masked-marginal", "mutant-marginal", "pseudo-likelihood"]
+
+
+def col(method):
+    """The output column of a method: ``score_masked_marginal``."""
+    return "score_" + method.replace("-", "_")
 
 
 def random_rna(n, seed):
@@ -333,10 +340,10 @@ def test_every_convention_equals_the_brute_force_reference(official, device):
     by_mutants = score_variants([wt] * len(variants), mutants=mutants, **options)
     for method in METHODS:
         ref = [official.score(method, wt, mt) for mt in mutants]
-        np.testing.assert_allclose(by_strings[method], ref, atol=TOL, err_msg=method)
-        np.testing.assert_allclose(by_mutants[method], ref, atol=TOL, err_msg=method)
+        np.testing.assert_allclose(by_strings[col(method)], ref, atol=TOL, err_msg=method)
+        np.testing.assert_allclose(by_mutants[col(method)], ref, atol=TOL, err_msg=method)
     # the conventions really differ (a test that mixed them up would fail)
-    assert np.abs(by_strings["wt-marginal"] - by_strings["masked-marginal"]).max() > 10 * TOL
+    assert np.abs(by_strings[col("wt-marginal")] - by_strings[col("masked-marginal")]).max() > 10 * TOL
 
 
 def test_token_dropout_masked_scores_follow_the_official_ratio(tmp_path, device):
@@ -348,7 +355,7 @@ def test_token_dropout_masked_scores_follow_the_official_ratio(tmp_path, device)
         [wt], mutants=[mt], model=str(path), method=METHODS, progress=False, device=device
     )
     for method in METHODS:
-        assert abs(got[method].iloc[0] - official.score(method, wt, mt)) <= TOL, method
+        assert abs(got[col(method)].iloc[0] - official.score(method, wt, mt)) <= TOL, method
 
 
 def test_windows_score_each_position_where_it_is_farthest_from_an_edge(official, device):
@@ -370,7 +377,7 @@ def test_windows_score_each_position_where_it_is_farthest_from_an_edge(official,
             lp = official.log_probs(w_wt, masked=masked)
             ref[method] += lp[j, official.col(w_mt[j])] - lp[j, official.col(w_wt[j])]
     for method, value in ref.items():
-        assert abs(got[method].iloc[0] - value) <= TOL, method
+        assert abs(got[col(method)].iloc[0] - value) <= TOL, method
     with pytest.raises(ValueError, match="exceed RNA-FM's limit of 1022 nt") as err:
         score_variants([wt], mutants=[mt], model=str(TINY_PTH), progress=False)
     assert "Use long_sequences='window'" in str(err.value) and "truncate" not in str(err.value)
@@ -386,7 +393,7 @@ def test_mrna_fm_scores_codon_changes(device):
         [wt], [mutation], model=str(MRNA_PTH), method=METHODS, progress=False, device=device
     )
     for method in METHODS:
-        assert abs(got[method].iloc[0] - official.score(method, wt, mt)) <= TOL, method
+        assert abs(got[col(method)].iloc[0] - official.score(method, wt, mt)) <= TOL, method
     with pytest.raises(ValueError, match="not a multiple of 3"):
         score_variants([wt + "A"], ["U6A"], model=str(MRNA_PTH), progress=False)
 
@@ -521,7 +528,7 @@ def test_variant_scorer_as_features_next_to_others():
     out = ct.fit_transform(X)
     assert list(out.columns) == ["zs__score_wt_marginal", "zs__score_masked_marginal", "dose__dose"]
     direct = score_variants(X.sequence, X.mutations, model=str(TINY_PTH), method="masked-marginal", progress=False)
-    assert_close(out["zs__score_masked_marginal"], direct["score"])  # batched with wt-marginal
+    assert_close(out["zs__score_masked_marginal"], direct["score_masked_marginal"])  # batched with wt-marginal
 
 
 def test_score_variants_keeps_the_index_and_names_columns():
@@ -529,10 +536,10 @@ def test_score_variants_keeps_the_index_and_names_columns():
     s = pd.Series([wt, wt], index=["v1", "v2"])
     m = pd.Series([f"{wt[0]}1{'A' if wt[0] != 'A' else 'C'}", "WT"], index=["v1", "v2"])
     single = score_variants(s, m, model=str(TINY_PTH), progress=False)
-    assert list(single.index) == ["v1", "v2"] and list(single.columns) == ["score"]
-    assert single["score"].iloc[1] == 0.0
+    assert list(single.index) == ["v1", "v2"] and list(single.columns) == ["score_masked_marginal"]
+    assert single["score_masked_marginal"].iloc[1] == 0.0
     both = score_variants(s, m, model=str(TINY_PTH), method=["wt-marginal", "pseudo-likelihood"], progress=False)
-    assert list(both.columns) == ["wt-marginal", "pseudo-likelihood"]
+    assert list(both.columns) == ["score_wt_marginal", "score_pseudo_likelihood"]
 
 
 # --------------------------------------------------------------------------- bad input
@@ -560,7 +567,7 @@ def test_mutant_of_another_length_explains_which_method_can_score_it():
     # the pseudo-likelihood compares sequences of any length
     out = score_variants(["ACGUACGU"], mutants=["ACGUACG"], model=str(TINY_PTH), method="pseudo-likelihood", progress=False)
     pll = RnaFmLikelihood(model=str(TINY_PTH), progress=False).fit_transform(["ACGUACG", "ACGUACGU"])
-    assert_close(out["score"], [pll[0, 0] - pll[1, 0]])  # PLL(mutant) - PLL(wild type)
+    assert_close(out["score_pseudo_likelihood"], [pll[0, 0] - pll[1, 0]])  # PLL(mutant) - PLL(wild type)
 
 
 def test_empty_input_gives_empty_output():
@@ -620,3 +627,119 @@ def test_logits_at_with_all_row_attention_as_on_a_gpu(monkeypatch):
         all_rows = encoder.logits(ids, at)
     assert not calls  # the per-sequence path was not taken
     assert (all_rows - per_sequence).abs().max() <= 1e-6
+
+
+# ------------------------------------------------------- issue 23: contract and errors
+
+
+def test_every_bad_mutation_is_reported_in_one_error():
+    wt = "ACGUACGU"
+    strings = ["WT"] * 5 + ["G1A"] * 25  # rows 5..29 do not match the wild type
+    with pytest.raises(ValueError, match=r"^25 of 30 mutations cannot be scored:") as err:
+        score_variants([wt] * 30, strings, model=str(TINY_PTH), progress=False)
+    message = str(err.value)
+    assert "Mutation at row 5 (0-based): 'G1A' does not match the wild type" in message
+    assert "Mutation at row 24 (0-based)" in message  # the 20th bad row is listed
+    assert "row 25 (0-based)" not in message and message.endswith("... and 5 more")
+    # different faults in one call, each named
+    with pytest.raises(ValueError, match=r"2 of 3 mutations") as err:
+        score_variants([wt] * 3, ["A9G", "WT", "A1"], model=str(TINY_PTH), progress=False)
+    assert "row 0 (0-based): 'A9G' is at position 9, outside" in str(err.value)
+    assert "row 2 (0-based): 'A1' is not a substitution" in str(err.value)
+
+
+def test_a_mutant_with_many_substitutions_warns_once_naming_the_rows():
+    wt = random_rna(60, 40)
+    shifted = wt[1:] + "A"  # a deletion written as a same-length sequence
+    one = mutate(wt, [(3, "A" if wt[2] != "A" else "C")])
+    with pytest.warns(UserWarning) as record:
+        score_variants([wt] * 3, mutants=[one, shifted, shifted], model=str(TINY_PTH), progress=False)
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert message.startswith("2 mutant(s) differ from their wild type in more than 10 positions")
+    assert "row 1 (0-based), row 2 (0-based)." in message and "row 0" not in message
+    assert "An insertion or deletion? use method='pseudo-likelihood'" in message
+    # over 20 % of a short sequence's positions also warns; 2 of 40 does not
+    with pytest.warns(UserWarning, match=r"1 mutant\(s\).*row 0 \(0-based\)"):
+        score_variants(["ACGUACGUAC"], mutants=["CAUUACGUAC"], model=str(TINY_PTH), progress=False)
+    wt40 = random_rna(40, 41)
+    two = mutate(wt40, [(1, "A" if wt40[0] != "A" else "C"), (9, "A" if wt40[8] != "A" else "C")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        score_variants([wt40], mutants=[two], model=str(TINY_PTH), progress=False)
+
+
+def test_pandas_sequences_and_mutants_are_paired_by_label():
+    a, b = random_rna(20, 42), random_rna(20, 43)
+    ma = mutate(a, [(2, "A" if a[1] != "A" else "C")])
+    mb = mutate(b, [(5, "A" if b[4] != "A" else "C")])
+    seqs = pd.Series([a, b], index=pd.Index(["a", "b"], name="variant"))
+    aligned = score_variants(seqs, mutants=pd.Series([ma, mb], index=["a", "b"]), model=str(TINY_PTH), progress=False)
+    swapped = score_variants(seqs, mutants=pd.Series([mb, ma], index=["b", "a"]), model=str(TINY_PTH), progress=False)
+    assert aligned.index.name == "variant" and list(swapped.index) == ["a", "b"]
+    assert aligned["score_masked_marginal"].abs().min() > 1e-4  # not trivially equal
+    np.testing.assert_allclose(swapped.to_numpy(), aligned.to_numpy(), rtol=1e-5)
+    ref_a = score_variants([a], mutants=[ma], model=str(TINY_PTH), progress=False)
+    np.testing.assert_allclose(swapped["score_masked_marginal"].iloc[0], ref_a.iloc[0, 0], rtol=1e-5)
+    strings = pd.Series([f"{b[4]}5{mb[4]}", f"{a[1]}2{ma[1]}"], index=["b", "a"])
+    by_strings = score_variants(seqs, strings, model=str(TINY_PTH), progress=False)
+    np.testing.assert_allclose(by_strings.to_numpy(), aligned.to_numpy(), rtol=1e-5)
+    with pytest.raises(ValueError, match=re.escape("their labels differ (e.g. ['a'] in sequences only")):
+        score_variants(seqs, mutants=pd.Series([ma, mb], index=["x", "b"]), model=str(TINY_PTH), progress=False)
+    # a list is paired by position
+    listed = score_variants(seqs, mutants=[ma, mb], model=str(TINY_PTH), progress=False)
+    np.testing.assert_allclose(listed.to_numpy(), aligned.to_numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("mutant", ["ACGUNNNN", "ACGU-CGU", "ACGUACGUN", "ACGN"])
+def test_pseudo_likelihood_needs_corresponding_scored_positions(mutant):
+    wt = "ACGUACGU"
+    with pytest.raises(ValueError, match=r"Mutant at row 1 \(0-based\): .*Scored positions must correspond"):
+        score_variants([wt, wt], mutants=[wt, mutant], method="pseudo-likelihood", model=str(TINY_PTH), progress=False)
+
+
+def test_pseudo_likelihood_accepts_matching_ambiguity_codes_and_deletions():
+    wt = "ACGUNCGUAC"
+    out = score_variants([wt, wt], mutants=["ACGUNCGU", "AGGUNCGUAC"], method="pseudo-likelihood", model=str(TINY_PTH), progress=False)
+    assert out.shape == (2, 1) and np.isfinite(out.to_numpy()).all()
+    with pytest.raises(ValueError, match=r"nt 5 \(1-based\) holds 'A' in the mutant but 'N' in the wild type"):
+        score_variants([wt], mutants=["ACGUACGUAC"], method="pseudo-likelihood", model=str(TINY_PTH), progress=False)
+
+
+def test_empty_input_with_the_pseudo_likelihood():
+    for kwargs in ({"mutants": []}, {"mutations": []}):
+        out = score_variants([], method=["pseudo-likelihood", "wt-marginal"], model=str(TINY_PTH), progress=False, **kwargs)
+        assert out.shape == (0, 2) and list(out.columns) == ["score_pseudo_likelihood", "score_wt_marginal"]
+
+
+def test_variant_scorer_missing_column_names_what_exists():
+    X = pd.DataFrame({"sequence": ["ACGU"], "mut": ["A1G"]})
+    message = "Column 'mutations' not found in X; available columns: ['sequence', 'mut']. Set mutation_column= to one of them."
+    with pytest.raises(ValueError, match=re.escape(message)):
+        RnaFmVariantScorer(model=str(TINY_PTH), progress=False).fit_transform(X)
+    with pytest.raises(ValueError, match=re.escape("Column 'wt' not found in X; available columns: ['sequence', 'mut']. Set sequence_column=")):
+        RnaFmVariantScorer(model=str(TINY_PTH), sequence_column="wt", mutation_column="mut").fit_transform(X)
+
+
+def test_masked_marginal_keeps_only_the_rows_it_reads():
+    """2 000-nt wild type, 3 000 variants at 20 positions: NumPy's peak stays far below one
+    (L, 4) float32 matrix per variant (3 000 x 2 000 x 4 x 4 bytes = 96 MB)."""
+    wt = random_rna(2000, 44)
+    rng = np.random.default_rng(45)
+    positions = rng.choice(np.arange(1, 2001), size=20, replace=False)
+    strings = []
+    for k in range(3000):
+        p = int(positions[k % 20])
+        strings.append(f"{wt[p - 1]}{p}{[c for c in 'ACGU' if c != wt[p - 1]][k % 3]}")
+    options = dict(model=str(TINY_PTH), long_sequences="window", progress=False)
+    score_variants([wt], [strings[0]], **options)  # load the model outside the measurement
+    tracemalloc.start()
+    try:
+        out = score_variants([wt] * 3000, strings, **options)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 24e6, peak
+    # the same numbers as the variants one position at a time
+    few = score_variants([wt] * 6, strings[:6], **options)
+    np.testing.assert_allclose(out.iloc[:6].to_numpy(), few.to_numpy(), rtol=1e-5, atol=1e-6)

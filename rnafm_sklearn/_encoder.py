@@ -114,7 +114,12 @@ class RnaFmConfig:
         return asdict(self)
 
 
-def _is_out_of_memory(exc: RuntimeError) -> bool:
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure, on any device.
+
+    CUDA raises ``torch.OutOfMemoryError``; the CPU allocator raises a plain ``RuntimeError``
+    whose message says "not enough memory" (and some backends "out of memory").
+    """
     message = str(exc).lower()
     return isinstance(exc, torch.OutOfMemoryError) or any(
         m in message for m in ("out of memory", "not enough memory")
@@ -168,7 +173,7 @@ class _Linear(nn.Linear):
                 y = cpu_kernels.packed_linear(x, packed, self.bias, gelu=gelu)
                 return y if add is None else y.add_(add)
             except RuntimeError as exc:
-                if _is_out_of_memory(exc):
+                if is_out_of_memory(exc):
                     raise  # not the kernel's fault: the caller's out-of-memory handling decides
                 self._unpack(exc)
         y = F.linear(x, self.weight, self.bias)
@@ -293,7 +298,7 @@ def _attention_on_device(qkv: torch.Tensor, layout: _Layout, num_heads: int) -> 
         try:
             return cuda_kernels.attention_varlen(qkv, layout.segments, layout.n, num_heads)
         except RuntimeError as exc:
-            if _is_out_of_memory(exc):
+            if is_out_of_memory(exc):
                 raise  # the caller's out-of-memory handling decides
             _VARLEN_FAILED = True
             logger.warning(

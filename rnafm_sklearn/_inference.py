@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ._alphabet import get_alphabet
-from ._encoder import RnaFmEncoder
+from ._encoder import RnaFmEncoder, is_out_of_memory
 
 logger = logging.getLogger("rnafm_sklearn")
 
@@ -110,10 +110,6 @@ def pack_batches(
     if current:
         batches.append(current)
     return batches
-
-
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 @dataclass
@@ -236,7 +232,7 @@ class Runner:
                 with torch.inference_mode():
                     out = compute(self._ids(batch, token_lists))
             except (torch.OutOfMemoryError, RuntimeError) as exc:
-                if not _is_oom(exc) or len(batch) == 1:
+                if not is_out_of_memory(exc) or len(batch) == 1:
                     raise
                 half = len(batch) // 2
                 logger.warning(

@@ -5,6 +5,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from _tolerance import assert_close
 from conftest import TINY_PTH
 
 import rnafm_sklearn._models as models
@@ -18,7 +19,19 @@ def emb(**kw):
     return RnaFmEmbedder(model=MODEL, progress=False, **kw)
 
 
-def test_out_of_memory_halves_the_batch_and_retries(monkeypatch, caplog, real_sequences):
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        # the CPU allocator's own words (a plain RuntimeError): retried in halves as well
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: "
+            "you tried to allocate 8589934592 bytes."
+        ),
+    ],
+    ids=["cuda", "cpu"],
+)
+def test_out_of_memory_halves_the_batch_and_retries(monkeypatch, caplog, real_sequences, error):
     expected = emb(batch_tokens=1_000_000).transform(real_sequences)
     encoder = models.get_encoder(MODEL, torch.device("cpu"), torch.float32)
     real_forward = type(encoder).forward
@@ -27,13 +40,13 @@ def test_out_of_memory_halves_the_batch_and_retries(monkeypatch, caplog, real_se
     def forward(self, tokens, layers=-1):
         sizes.append(tokens.shape[0])
         if tokens.shape[0] > 3:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise error
         return real_forward(self, tokens, layers)
 
     monkeypatch.setattr(type(encoder), "forward", forward)
     with caplog.at_level(logging.WARNING, logger="rnafm_sklearn"):
         X = emb(batch_tokens=1_000_000).transform(real_sequences)
-    np.testing.assert_allclose(X, expected, atol=1e-6, rtol=0)
+    assert_close(X, expected)  # other batches than the reference's
     assert sizes[0] == len(real_sequences) and max(sizes[1:]) <= len(real_sequences) // 2
     assert "Out of memory on a batch of 24 sequences; retrying in halves." in caplog.text
 

@@ -12,7 +12,6 @@ import re
 import shutil
 import sys
 import tempfile
-from importlib.metadata import version as _version
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
@@ -22,7 +21,9 @@ sys.path.insert(0, str(ROOT))  # the checkout's package, also when it is not ins
 project = "rnafm_sklearn"
 author = "rnafm_sklearn developers"
 copyright = "rnafm_sklearn developers"  # noqa: A001 (Sphinx's name)
-release = _version("rnafm_sklearn")
+import rnafm_sklearn  # noqa: E402
+
+release = rnafm_sklearn.__version__
 version = ".".join(release.split(".")[:2])
 
 extensions = [

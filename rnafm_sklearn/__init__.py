@@ -36,7 +36,7 @@ from ._io import read_fasta
 from ._models import clear_model_cache
 from ._scoring import RnaFmLikelihood, RnaFmVariantScorer, score_variants
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place; pyproject.toml reads it (dynamic version)
 
 __all__ = [
     "PRETRAINED",

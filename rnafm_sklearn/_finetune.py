@@ -571,7 +571,14 @@ def _labels(y: Any, n: int) -> np.ndarray:
     return values
 
 
-_COMMON_DOC = """
+class RnaFmClassifier(ClassifierMixin, _RnaFmFineTuner):
+    """Fine-tune RNA-FM to classify RNA sequences (binary or multiclass).
+
+    A pooled RNA-FM representation feeds a head trained with cross-entropy; what else is
+    trained is ``train``. Labels may be strings, ints or bools; ``classes_`` keeps them
+    sorted. After ``fit``, predictions run on the fast inference path (adapters folded into
+    the weights). Pickles hold the trained tensors only: the base weights are re-read from
+    ``model`` and checked against their fingerprint.
     Parameters
     ----------
     model : str or path, default="rna-fm"
@@ -639,18 +646,6 @@ _COMMON_DOC = """
         Embedding cache of the frozen features: all of them with ``train="head"`` (so folds
         and grid candidates reuse them), otherwise those of the training rows that set the
         head's input statistics. Predictions after ``train="head"`` read it too.
-"""
-
-
-class RnaFmClassifier(ClassifierMixin, _RnaFmFineTuner):
-    """Fine-tune RNA-FM to classify RNA sequences (binary or multiclass).
-
-    A pooled RNA-FM representation feeds a head trained with cross-entropy; what else is
-    trained is ``train``. Labels may be strings, ints or bools; ``classes_`` keeps them
-    sorted. After ``fit``, predictions run on the fast inference path (adapters folded into
-    the weights). Pickles hold the trained tensors only: the base weights are re-read from
-    ``model`` and checked against their fingerprint.
-    {common}
     class_weight : dict, "balanced" or None, default=None
         Loss weight per class (multiplies ``sample_weight``); ``"balanced"``: inversely
         proportional to class frequencies.
@@ -796,7 +791,73 @@ class RnaFmRegressor(RegressorMixin, _RnaFmFineTuner):
 
     Targets are standardised for training (mean 0, variance 1 per output, on the training
     rows) and predictions mapped back; the loss is the (weighted) mean squared error.
-    {common}
+    Parameters
+    ----------
+    model : str or path, default="rna-fm"
+        As for :class:`RnaFmEmbedder`: ``"rna-fm"``, ``"mrna-fm"`` or a checkpoint path.
+    train : str, default="lora"
+        What is trained: ``"head"`` (frozen encoder: features computed once per fit, through
+        the cache if given), ``"lora"`` (low-rank adapters, see ``lora_*``), ``"top:K"`` (the
+        last K transformer layers and the final LayerNorm) or ``"all"`` (every encoder
+        weight). The head is always trained.
+    pooling, layers, layer_aggregation
+        The pooled representation that feeds the head, as for :class:`RnaFmEmbedder`.
+    head_hidden : int, optional
+        Hidden units of a one-hidden-layer MLP head (GELU); default: a linear head.
+    lora_rank : int, default=8
+        Rank ``r`` of each adapter.
+    lora_alpha : float, default=16
+        Adapter scale numerator: the update is ``(lora_alpha / lora_rank) B A``.
+    lora_targets : {"attention", "ffn", "all"}, default="attention"
+        Layers that get an adapter: the fused q/k/v and the output projection, the two
+        feed-forward layers, or all four, in every layer up to the deepest pooled one.
+    max_epochs : int, default=10
+        Passes over the training rows.
+    learning_rate : float, optional
+        Peak AdamW learning rate of what ``train`` names in the encoder; default by ``train``:
+        lora 1e-3, top:K 1e-4, all 3e-5. With ``train="head"`` it is the head's rate (unless
+        ``head_learning_rate`` is given).
+    head_learning_rate : float, optional
+        Peak AdamW learning rate of the head; default: ``learning_rate`` with
+        ``train="head"``, else 1e-2 (the head starts from scratch, on standardised input:
+        each pooled feature is shifted and scaled by its mean and standard deviation over the
+        training rows before training, as a ``StandardScaler``, and the statistics are kept).
+    weight_decay : float, default=0.0
+        AdamW weight decay.
+    warmup_fraction : float, default=0.1
+        Share of all steps over which the learning rate rises linearly; it then falls
+        linearly to zero at the end of ``max_epochs``.
+    batch_tokens : int, optional
+        Token budget per training step and per inference pass (padding included); default
+        1024 on the CPU, 32768 on CUDA.
+    validation_fraction : float, default=0.0
+        Share of the rows held out (stratified for a classifier) and scored after each epoch
+        (accuracy or R^2); the best epoch's weights are kept. 0: no validation.
+    n_iter_no_change : int or None, default=3
+        With validation: stop after this many epochs without an improvement of more than
+        ``tol``. None: run every epoch (and still keep the best).
+    tol : float, default=1e-4
+        Smallest validation-score gain that counts as an improvement.
+    random_state : int, RandomState or None, default=None
+        Seeds the head and adapter initialisation, the batch order and the validation split:
+        the same seed gives the same model on the same CPU.
+    verbose : bool, default=False
+        Write the loss (and validation score) of each epoch to stderr.
+    warm_start : bool, default=False
+        Continue from the previous fit's head and trained weights (same settings required).
+    checkpointing : bool, default=False
+        Gradient checkpointing: recompute each layer in the backward pass instead of storing
+        its activations (less memory for long sequences, about a third more compute).
+    column, long_sequences, truncation_side, window_stride, device, progress
+        As for :class:`RnaFmEmbedder`; long sequences under ``"window"`` are trained on
+        their stitched windows.
+    dtype : {"float32", "bfloat16", "float16"}, default="float32"
+        ``"bfloat16"``/``"float16"``: mixed-precision training (autocast, float32 weights;
+        ``"float16"``, GPU only, with dynamic loss scaling) and predictions in that precision.
+    cache : path, optional
+        Embedding cache of the frozen features: all of them with ``train="head"`` (so folds
+        and grid candidates reuse them), otherwise those of the training rows that set the
+        head's input statistics. Predictions after ``train="head"`` read it too.
 
     Attributes
     ----------
@@ -948,5 +1009,3 @@ class RnaFmRegressor(RegressorMixin, _RnaFmFineTuner):
         return out[:, 0] if self._y_1d_ else out
 
 
-RnaFmClassifier.__doc__ = RnaFmClassifier.__doc__.replace("{common}", _COMMON_DOC.rstrip())
-RnaFmRegressor.__doc__ = RnaFmRegressor.__doc__.replace("{common}", _COMMON_DOC.rstrip())

@@ -1,0 +1,166 @@
+"""The documentation: user-guide code runs, the API reference is complete, README and CI agree.
+
+Python blocks (```python) of the user guide and getting-started pages are executed, page by
+page, with "rna-fm" / "mrna-fm" resolved to the tiny random checkpoints (no network), in a
+scratch folder that sees the repository's ``data/``. ```py blocks are examples that need outside
+resources (a cluster) and are not run; ``rnafm-embed`` lines of ```bash blocks run through the
+command line's entry point in the same process.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import FIXTURES, ROOT, TINY_PTH
+
+import rnafm_sklearn
+import rnafm_sklearn._checkpoint as checkpoint
+from rnafm_sklearn import _cli
+
+DOCS = ROOT / "docs"
+MRNA_TINY_PTH = FIXTURES / "mRNA-FM_tiny.pth"
+GUIDE_PAGES = sorted((DOCS / "user_guide").glob("*.md")) + [DOCS / "getting_started.md"]
+README_LIMIT = 10 * 1024
+
+
+def blocks(path, lang: str) -> list[str]:
+    return re.findall(rf"^```{lang}\n(.*?)^```", path.read_text(), flags=re.S | re.M)
+
+
+@pytest.fixture
+def tiny_pretrained(tmp_path, monkeypatch):
+    """'rna-fm' and 'mrna-fm' name the tiny checkpoints; cwd is a scratch folder with data/."""
+    tiny = {"rna-fm": TINY_PTH, "mrna-fm": MRNA_TINY_PTH}
+    monkeypatch.setattr(checkpoint, "pretrained_path", lambda name, **kw: tiny[name])
+    monkeypatch.setattr(checkpoint, "cached_pretrained_path", lambda name: tiny[name])
+    (tmp_path / "data").symlink_to(ROOT / "data")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def cli_inputs(folder):
+    """The files the command-line page's examples read."""
+    (folder / "sequences.fasta").write_text(">a\nGGGAAACUCC\n>b\nACGUACGUAA\n")
+    pd.DataFrame({"sequence": ["GGGAAACUCC"] * 2, "mutations": ["A4G", "G2C:C9U"]}).to_csv(
+        folder / "variants.csv", index=False
+    )
+    (folder / "RNA-FM_pretrained.pth").symlink_to(TINY_PTH)
+
+
+@pytest.mark.parametrize("page", GUIDE_PAGES, ids=lambda p: p.stem)
+def test_guide_code_blocks_execute(page, tiny_pretrained, capsys):
+    python, commands = blocks(page, "python"), []
+    for block in blocks(page, "bash"):
+        commands += [line for line in block.splitlines() if line.startswith("rnafm-embed ")]
+    if not python and not commands:
+        pytest.skip(f"{page.name} has no code to run")
+    namespace: dict = {"__name__": "__main__"}
+    for block in python:
+        exec(compile(block, str(page), "exec"), namespace)
+    if commands:
+        cli_inputs(tiny_pretrained)
+    for line in commands:
+        assert _cli.main(shlex.split(line)[1:]) == 0, line
+    capsys.readouterr()
+
+
+def test_cli_page_commands_write_their_outputs(tiny_pretrained, capsys):
+    """The command-line page's examples do what the page says (not only exit 0)."""
+    cli_inputs(tiny_pretrained)
+    (command_block,) = blocks(DOCS / "user_guide" / "cli.md", "bash")
+    for line in command_block.splitlines():
+        assert _cli.main(shlex.split(line)[1:]) == 0
+    features = pd.read_parquet("features.parquet")
+    assert list(features["id"]) == ["a", "b"] and features.shape[1] == 1 + 32
+    scores = pd.read_csv("scores.csv")
+    assert np.isfinite(scores["score_masked_marginal"]).all() and len(scores) == 2
+    assert {"ll_unmasked", "ll_unmasked_per_nt"} <= set(pd.read_csv("ll.csv").columns)
+    assert (tiny_pretrained / "rnafm-native" / "config.json").exists()
+    capsys.readouterr()
+
+
+def test_guide_index_lists_every_page():
+    """A page missing from the toctree would be a build warning, i.e. a failed CI docs build."""
+    index = (DOCS / "user_guide" / "index.md").read_text()
+    toctree = re.search(r"```\{toctree\}\n(.*?)```", index, flags=re.S).group(1)
+    entries = [line.strip() for line in toctree.splitlines() if line and line[0] != ":"]
+    assert entries[-1] == "*"  # new pages are picked up without an edit
+    listed = [e for e in entries if e != "*"]
+    assert all((DOCS / "user_guide" / f"{e}.md").exists() for e in listed), listed
+
+
+def api_names() -> set[str]:
+    """Every name in the autosummary lists of the API reference."""
+    text = (DOCS / "api.md").read_text()
+    names = set()
+    for directive in re.findall(r"\.\. autosummary::\n((?:[ \t]+.*\n|\n)+)", text):
+        for line in directive.splitlines():
+            line = line.strip()
+            if line and not line.startswith(":"):
+                names.add(line)
+    return names
+
+
+def test_api_reference_lists_every_public_name():
+    listed = api_names()
+    missing = [name for name in rnafm_sklearn.__all__ if name not in listed]
+    assert missing == [], f"add to docs/api.md: {missing}"
+    assert "dask.embed" in listed
+    assert all(hasattr(rnafm_sklearn, n) or n.startswith("dask.") for n in listed), listed
+
+
+def test_readme_is_short():
+    size = len((ROOT / "README.md").read_bytes())
+    assert size <= README_LIMIT, f"README.md is {size} bytes; the limit is {README_LIMIT}"
+
+
+def ci_commands() -> list[str]:
+    """The commands of .ci/run, with continuation lines joined."""
+    text = (ROOT / ".ci" / "run").read_text().replace("\\\n", " ")
+    return [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+
+
+def test_readme_setup_commands_are_what_ci_runs():
+    """The README's two set-up commands, as .ci/run runs them (the example offline)."""
+    setup = (ROOT / "README.md").read_text().split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    (block,) = blocks_in(setup, "bash")
+    install_and_example, tests = [line.strip() for line in block.strip().splitlines()]
+    install, example = install_and_example.split(" && ")
+    assert install == 'pip install torch==2.13.0 -e ".[test]"'
+    assert tests == "python -m pytest"
+    run = ci_commands()
+    assert install in run and tests in run
+    # CI runs the same example, on the tiny checkpoint (no weights can be downloaded there)
+    assert any(c.startswith(example + " --model tests/fixtures/RNA-FM_tiny.pth") for c in run)
+
+
+def blocks_in(text: str, lang: str) -> list[str]:
+    return re.findall(rf"^```{lang}\n(.*?)^```", text, flags=re.S | re.M)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.stem)
+def test_examples_fit_the_gallery(path):
+    """sphinx-gallery needs a module docstring whose first line is a title, and main(argv)."""
+    tree = ast.parse(path.read_text())
+    doc = ast.get_docstring(tree)
+    assert doc and doc.splitlines()[0].strip(), f"{path.name}: no docstring title"
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    assert "main" in functions and functions["main"].args.args[0].arg == "argv", path.name
+
+
+def test_single_version():
+    """The version is written once (rnafm_sklearn/__init__.py); pyproject reads it."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    attr = project["tool"]["setuptools"]["dynamic"]["version"]["attr"]
+    assert attr == "rnafm_sklearn.__version__"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", rnafm_sklearn.__version__)
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert f"## {rnafm_sklearn.__version__} " in changelog and "## Unreleased" in changelog

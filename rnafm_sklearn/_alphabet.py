@@ -179,6 +179,22 @@ _ALPHABETS = {
 def get_alphabet(name: str) -> Alphabet:
     """Return the alphabet ``"rna"`` (RNA-FM) or ``"codon"`` (mRNA-FM).
 
+    Parameters
+    ----------
+    name : {"rna", "codon"}
+        ``"rna"``: RNA-FM's 25 tokens (nucleotides, IUPAC codes, gap and special tokens);
+        ``"codon"``: mRNA-FM's codon vocabulary.
+
+    Returns
+    -------
+    Alphabet
+        The shared, immutable alphabet object.
+
+    Raises
+    ------
+    ValueError
+        For any other name; the message lists the known ones.
+
     Examples
     --------
     >>> from rnafm_sklearn import get_alphabet

@@ -35,6 +35,15 @@ def read_fasta(path: str | os.PathLike) -> pd.Series:
         Named ``"sequence"``, indexed by record id, in file order; empty when the file holds
         no record.
 
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        An empty header, a duplicate id, sequence lines before the first header, or a file
+        that is not readable text (e.g. binary or not UTF-8); the message names the file and
+        line.
+
     Examples
     --------
     >>> from rnafm_sklearn import read_fasta

@@ -500,6 +500,20 @@ def score_variants(
         Aligned with the input (its index kept): a ``score`` column, or one column per
         method when ``method`` is a list.
 
+    Raises
+    ------
+    TypeError
+        Neither or both of ``mutations`` and ``mutants`` given.
+    ValueError
+        A malformed mutation, a reference letter that does not match the wild type, a position
+        out of range, a mutant of another length (marginal methods), an invalid sequence or a
+        sequence longer than the model's window without ``long_sequences="window"``: the
+        message names the row.
+    rnafm_sklearn.CheckpointError
+        The checkpoint has no masked-LM head.
+    rnafm_sklearn.InvalidParameterError
+        An unknown ``method`` or option value.
+
     Examples
     --------
     >>> from rnafm_sklearn import score_variants

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))  # the checkout's package, also when it is not installed
+sys.path.insert(0, str(DOCS / "sphinxext"))
 
 project = "rnafm_sklearn"
 author = "rnafm_sklearn developers"
 copyright = "rnafm_sklearn developers"  # noqa: A001 (Sphinx's name)
+import rnafm_gallery  # noqa: E402
+
 import rnafm_sklearn  # noqa: E402
 
 release = rnafm_sklearn.__version__
@@ -36,6 +37,7 @@ extensions = [
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
+suppress_warnings = ["toc.empty_glob"]  # user_guide/index.md's "*" picks up new pages
 exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py", "**.md5"]
 templates_path = ["_templates"]
 
@@ -61,80 +63,13 @@ html_theme_options = {
 }
 html_show_sourcelink = False
 
-# --- the gallery -----------------------------------------------------------------------------
-
-TINY_CHECKPOINT = ROOT / "tests" / "fixtures" / "RNA-FM_tiny.pth"
-_GALLERY_OUT = Path(tempfile.mkdtemp(prefix="rnafm-gallery-"))
-
-# Shorter runs of the slow examples (they take the same options standalone); any other script
-# gets only --model and --output-dir.
-QUICK_ARGS = {
-    "finetune_riboswitch.py": ["--epochs", "1"],
-    "zero_shot_scoring.py": ["--max-sequences", "40"],
-}
-
-
-def reset_argv(gallery_conf, script_vars):
-    """Command-line arguments of each example: the tiny checkpoint and a scratch folder."""
-    name = Path(script_vars["src_file"]).name
-    out = _GALLERY_OUT / name.removesuffix(".py")
-    return ["--model", str(TINY_CHECKPOINT), "--output-dir", str(out), *QUICK_ARGS.get(name, [])]
-
-
-def _run_examples_as_scripts():
-    """Run each example as ``python examples/NAME.py`` would: ``__file__`` set, exit handled.
-
-    sphinx-gallery runs a script in the Sphinx process without ``__file__`` (the examples find
-    the repository's data next to themselves) and does not catch ``SystemExit``: the
-    examples' ``sys.exit(main())`` would end the whole build silently. Status 0 ends the
-    example; any other status is an error, which fails the build like an exception would.
-    """
-    from sphinx_gallery import gen_rst
-
-    run = gen_rst._exec_and_get_memory
-    if getattr(run, "_rnafm_wrapped", False):
-        return
-
-    def exec_and_get_memory(*args, **kwargs):
-        script_vars = kwargs["script_vars"]
-        script_vars["fake_main"].__dict__.setdefault("__file__", str(script_vars["src_file"]))
-        try:
-            return run(*args, **kwargs)
-        except SystemExit as exc:
-            if exc.code in (0, None):
-                return False, 0.0
-            raise RuntimeError(f"the example exited with status {exc.code!r}") from None
-
-    exec_and_get_memory._rnafm_wrapped = True
-    gen_rst._exec_and_get_memory = exec_and_get_memory
-
-
-_run_examples_as_scripts()
-
-RANDOM_WEIGHTS_NOTE = (
-    "Figure made with the tiny random checkpoint of the tests "
-    "(``tests/fixtures/RNA-FM_tiny.pth``), not with RNA-FM's weights: it shows what the "
-    "example draws, not RNA-FM's results. Run the script with the real model for those."
-)
-
-
-def random_weights_scraper(block, block_vars, gallery_conf):
-    """matplotlib's figures, each captioned as made with random weights."""
-    from sphinx_gallery.scrapers import matplotlib_scraper
-
-    rst = matplotlib_scraper(block, block_vars, gallery_conf)
-    if not rst.strip():
-        return rst
-    return rst + f"\n.. note::\n\n   {RANDOM_WEIGHTS_NOTE}\n\n"
-
-
 sphinx_gallery_conf = {
     "examples_dirs": str(ROOT / "examples"),
     "gallery_dirs": str(DOCS / "auto_examples"),
     "filename_pattern": re.escape(os.sep) + r"[^_][^" + re.escape(os.sep) + r"]*\.py$",
     "ignore_pattern": r"(__init__|conftest)\.py$",
-    "reset_argv": reset_argv,
-    "image_scrapers": (random_weights_scraper,),
+    "reset_argv": "rnafm_gallery.reset_argv",
+    "image_scrapers": ("rnafm_gallery.random_weights_scraper",),
     "abort_on_example_error": False,
     "only_warn_on_example_error": False,
     "remove_config_comments": True,
@@ -147,9 +82,6 @@ sphinx_gallery_conf = {
 }
 
 
-def _clean_gallery_output(app, exception):
-    shutil.rmtree(_GALLERY_OUT, ignore_errors=True)
-
-
 def setup(app):
-    app.connect("build-finished", _clean_gallery_output)
+    rnafm_gallery.run_examples_as_scripts()
+    app.connect("build-finished", rnafm_gallery.clean_output)

@@ -234,7 +234,8 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
         Examples
         --------
         >>> from rnafm_sklearn import RnaFmEmbedder
-        >>> RnaFmEmbedder(model="tests/fixtures/RNA-FM_tiny.pth").fit_transform(["ACGU", "GGCC"]).shape
+        >>> tiny = "tests/fixtures/RNA-FM_tiny.pth"
+        >>> RnaFmEmbedder(model=tiny).fit_transform(["ACGU", "GGCC"]).shape
         (2, 32)
         """
         return self.transform(X)
@@ -274,7 +275,8 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
         --------
         >>> import pandas as pd
         >>> from rnafm_sklearn import RnaFmEmbedder
-        >>> emb = RnaFmEmbedder(model="tests/fixtures/RNA-FM_tiny.pth").set_output(transform="pandas")
+        >>> tiny = "tests/fixtures/RNA-FM_tiny.pth"
+        >>> emb = RnaFmEmbedder(model=tiny).set_output(transform="pandas")
         >>> X = emb.fit_transform(pd.Series(["ACGU", "ggcc"], index=["a", "b"]))
         >>> X.shape, list(X.index), X.columns[0]
         ((2, 32), ['a', 'b'], 'rnafm_l2_mean_0')
@@ -355,7 +357,8 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
         Examples
         --------
         >>> from rnafm_sklearn import RnaFmEmbedder
-        >>> states = RnaFmEmbedder(model="tests/fixtures/RNA-FM_tiny.pth").transform_tokens(["ACGUA", "GG"])
+        >>> tiny = "tests/fixtures/RNA-FM_tiny.pth"
+        >>> states = RnaFmEmbedder(model=tiny).transform_tokens(["ACGUA", "GG"])
         >>> [s.shape for s in states]
         [(5, 32), (2, 32)]
         """
@@ -387,9 +390,9 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
         Raises
         ------
         ValueError
-            A checkpoint without the masked-LM head, or a sequence the model cannot read (the message names the row, the characters and
-            their 1-based positions), or one longer than the model's window under
-            ``long_sequences="error"``.
+            A checkpoint without the masked-LM head, a sequence the model cannot read (the
+            message names the row, the characters and their 1-based positions), or one
+            longer than the model's window under ``long_sequences="error"``.
         TypeError
             ``X`` of an unsupported type (a bare string, a dict, a set).
         rnafm_sklearn.InvalidParameterError

@@ -145,10 +145,12 @@ def blocks_in(text: str, lang: str) -> list[str]:
 
 @pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.stem)
 def test_examples_fit_the_gallery(path):
-    """sphinx-gallery needs a module docstring whose first line is a title, and main(argv)."""
+    """The gallery needs a docstring that opens with a title (a line underlined with "="):
+    without it the page has no title and the docs build fails. main(argv) takes the options."""
     tree = ast.parse(path.read_text())
-    doc = ast.get_docstring(tree)
-    assert doc and doc.splitlines()[0].strip(), f"{path.name}: no docstring title"
+    lines = (ast.get_docstring(tree) or "").splitlines()
+    assert len(lines) > 1 and lines[0].strip(), f"{path.name}: no docstring"
+    assert lines[1] == "=" * len(lines[0]), f"{path.name}: underline the docstring's first line"
     functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert "main" in functions and functions["main"].args.args[0].arg == "argv", path.name
 

@@ -138,6 +138,31 @@ class _RnaFmFineTuner(RnaFmEstimator):
         self
             Fitted. An interrupted fit (``KeyboardInterrupt``) or a failed one leaves the
             estimator as it was before the call.
+
+        Raises
+        ------
+        rnafm_sklearn.InvalidParameterError
+            An unknown ``train`` or a parameter out of its range, or ``layers`` that no
+            trained tensor can change (checked before any training step).
+        ValueError
+            ``y`` missing or of another length, NaN, inf or complex targets, missing or
+            mixed-type labels, a continuous target for the classifier, a single class,
+            non-numeric regression targets, an empty ``X``, negative or all-zero
+            ``sample_weight``, a class with fewer than 2 rows under
+            ``validation_fraction``, or a sequence the model cannot read: the message names
+            the row.
+        TypeError
+            ``X`` of an unsupported type (a bare string, a dict, a set).
+        rnafm_sklearn.WeightsUnavailableError
+            ``model="rna-fm"`` offline and not downloaded yet.
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmRegressor
+        >>> reg = RnaFmRegressor(model="tests/fixtures/RNA-FM_tiny.pth", train="lora",
+        ...                      max_epochs=1, random_state=0, progress=False)
+        >>> reg.fit(["ACGUACGU", "GGGCCC", "ACGUAAAA"], [0.5, 1.0, 0.2]).n_iter_
+        1
         """
         s = self._settings()
         if y is None:
@@ -768,20 +793,153 @@ class RnaFmClassifier(ClassifierMixin, _RnaFmFineTuner):
         }
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """Logits: ``(n_samples,)`` (class 1 minus class 0) if binary, else ``(n, n_classes)``."""
+        """Logits: ``(n_samples,)`` (class 1 minus class 0) if binary, else ``(n, n_classes)``.
+
+        Parameters
+        ----------
+        X : list, ndarray, pandas Series of str, or DataFrame
+            The sequences, as for :meth:`RnaFmEmbedder.transform`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_classes), float32
+            The head's outputs; above 0 favours ``classes_[1]`` in the binary case.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before :meth:`fit`.
+        rnafm_sklearn.WeightsChangedError
+            ``model`` now holds other base weights than those of the fit (fingerprints
+            differ): point ``model`` at the checkpoint of the fit, or fit again.
+        ValueError
+            A sequence the model cannot read (the message names the row and characters), or
+            one longer than the model's window under ``long_sequences="error"``.
+        TypeError
+            ``X`` of an unsupported type (a bare string, a dict, a set).
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmClassifier
+        >>> clf = RnaFmClassifier(model="tests/fixtures/RNA-FM_tiny.pth", train="head",
+        ...                       max_epochs=2, random_state=0, progress=False)
+        >>> clf = clf.fit(["ACGUACGU", "GGGCCC", "ACGUAAAA", "GGCCGGCC"], ["a", "b", "a", "b"])
+        >>> clf.decision_function(["ACGU", "GGCC"]).shape
+        (2,)
+        """
         out = self._outputs(X)
         return out[:, 1] - out[:, 0] if out.shape[1] == 2 else out
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities, ``(n_samples, n_classes)`` in the order of ``classes_``."""
+        """Class probabilities, ``(n_samples, n_classes)`` in the order of ``classes_``.
+
+        Parameters
+        ----------
+        X : list, ndarray, pandas Series of str, or DataFrame
+            The sequences, as for :meth:`RnaFmEmbedder.transform`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes), float64
+            Softmax of the head's outputs; rows sum to 1.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before :meth:`fit`.
+        rnafm_sklearn.WeightsChangedError
+            ``model`` now holds other base weights than those of the fit (fingerprints
+            differ): point ``model`` at the checkpoint of the fit, or fit again.
+        ValueError
+            A sequence the model cannot read (the message names the row and characters), or
+            one longer than the model's window under ``long_sequences="error"``.
+        TypeError
+            ``X`` of an unsupported type (a bare string, a dict, a set).
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmClassifier
+        >>> clf = RnaFmClassifier(model="tests/fixtures/RNA-FM_tiny.pth", train="head",
+        ...                       max_epochs=2, random_state=0, progress=False)
+        >>> clf = clf.fit(["ACGUACGU", "GGGCCC", "ACGUAAAA", "GGCCGGCC"], ["a", "b", "a", "b"])
+        >>> p = clf.predict_proba(["ACGU"])
+        >>> p.shape, bool(abs(p.sum() - 1) < 1e-9)
+        ((1, 2), True)
+        """
         return torch.softmax(torch.from_numpy(self._outputs(X)).double(), dim=1).numpy()
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
-        """Log of :meth:`predict_proba`."""
+        """Log of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : list, ndarray, pandas Series of str, or DataFrame
+            The sequences, as for :meth:`RnaFmEmbedder.transform`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes), float64
+            Log-softmax of the head's outputs (computed directly, not as ``log(proba)``).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before :meth:`fit`.
+        rnafm_sklearn.WeightsChangedError
+            ``model`` now holds other base weights than those of the fit (fingerprints
+            differ): point ``model`` at the checkpoint of the fit, or fit again.
+        ValueError
+            A sequence the model cannot read (the message names the row and characters), or
+            one longer than the model's window under ``long_sequences="error"``.
+        TypeError
+            ``X`` of an unsupported type (a bare string, a dict, a set).
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmClassifier
+        >>> clf = RnaFmClassifier(model="tests/fixtures/RNA-FM_tiny.pth", train="head",
+        ...                       max_epochs=2, random_state=0, progress=False)
+        >>> clf = clf.fit(["ACGUACGU", "GGGCCC", "ACGUAAAA", "GGCCGGCC"], ["a", "b", "a", "b"])
+        >>> bool((clf.predict_log_proba(["ACGU"]) < 0).all())
+        True
+        """
         return torch.log_softmax(torch.from_numpy(self._outputs(X)).double(), dim=1).numpy()
 
     def predict(self, X: Any) -> np.ndarray:
-        """The most probable class of each sequence."""
+        """The most probable class of each sequence.
+
+        Parameters
+        ----------
+        X : list, ndarray, pandas Series of str, or DataFrame
+            The sequences, as for :meth:`RnaFmEmbedder.transform`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            Labels from ``classes_``.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before :meth:`fit`.
+        rnafm_sklearn.WeightsChangedError
+            ``model`` now holds other base weights than those of the fit (fingerprints
+            differ): point ``model`` at the checkpoint of the fit, or fit again.
+        ValueError
+            A sequence the model cannot read (the message names the row and characters), or
+            one longer than the model's window under ``long_sequences="error"``.
+        TypeError
+            ``X`` of an unsupported type (a bare string, a dict, a set).
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmClassifier
+        >>> clf = RnaFmClassifier(model="tests/fixtures/RNA-FM_tiny.pth", train="head",
+        ...                       max_epochs=2, random_state=0, progress=False)
+        >>> clf = clf.fit(["ACGUACGU", "GGGCCC", "ACGUAAAA", "GGCCGGCC"], ["a", "b", "a", "b"])
+        >>> clf.predict(["ACGU", "GGCC"]).shape
+        (2,)
+        """
         outputs = self._outputs(X)  # NotFittedError before classes_ is looked up
         return self.classes_[outputs.argmax(1)]
 
@@ -1004,7 +1162,40 @@ class RnaFmRegressor(RegressorMixin, _RnaFmFineTuner):
         }
 
     def predict(self, X: Any) -> np.ndarray:
-        """Predicted values: ``(n_samples,)``, or ``(n_samples, n_outputs)`` for 2-D ``y``."""
+        """Predicted values: ``(n_samples,)``, or ``(n_samples, n_outputs)`` for 2-D ``y``.
+
+        Parameters
+        ----------
+        X : list, ndarray, pandas Series of str, or DataFrame
+            The sequences, as for :meth:`RnaFmEmbedder.transform`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_outputs), float64
+            On the scale of the training targets.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before :meth:`fit`.
+        rnafm_sklearn.WeightsChangedError
+            ``model`` now holds other base weights than those of the fit (fingerprints
+            differ): point ``model`` at the checkpoint of the fit, or fit again.
+        ValueError
+            A sequence the model cannot read (the message names the row and characters), or
+            one longer than the model's window under ``long_sequences="error"``.
+        TypeError
+            ``X`` of an unsupported type (a bare string, a dict, a set).
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmRegressor
+        >>> reg = RnaFmRegressor(model="tests/fixtures/RNA-FM_tiny.pth", train="head",
+        ...                      max_epochs=2, random_state=0, progress=False)
+        >>> reg = reg.fit(["ACGUACGU", "GGGCCC", "ACGUAAAA"], [[0.5, 1], [1.0, 2], [0.2, 3]])
+        >>> reg.predict(["ACGU"]).shape
+        (1, 2)
+        """
         out = self._outputs(X).astype(np.float64) * self._y_scale_ + self._y_mean_
         return out[:, 0] if self._y_1d_ else out
 

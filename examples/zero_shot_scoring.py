@@ -184,7 +184,7 @@ def models(likelihood: RnaFmLikelihood) -> dict[str, Pipeline]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--model", default="rna-fm", help="'rna-fm' or a local checkpoint path")
     p.add_argument("--output-dir", default="out/examples", type=Path)
     p.add_argument("--cache", help="likelihood cache folder (default: OUTPUT_DIR/cache)")

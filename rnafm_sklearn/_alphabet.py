@@ -138,11 +138,11 @@ class Alphabet:
             object.__setattr__(self, "_ids_cache", ids)
         return ids
 
-    cls_idx = property(lambda self: self.index("<cls>"))
-    padding_idx = property(lambda self: self.index("<pad>"))
-    eos_idx = property(lambda self: self.index("<eos>"))
-    unk_idx = property(lambda self: self.index("<unk>"))
-    mask_idx = property(lambda self: self.index("<mask>"))
+    cls_idx = property(lambda self: self.index("<cls>"), doc="Id of ``<cls>``.")
+    padding_idx = property(lambda self: self.index("<pad>"), doc="Id of ``<pad>``.")
+    eos_idx = property(lambda self: self.index("<eos>"), doc="Id of ``<eos>``.")
+    unk_idx = property(lambda self: self.index("<unk>"), doc="Id of ``<unk>``.")
+    mask_idx = property(lambda self: self.index("<mask>"), doc="Id of ``<mask>``.")
 
     def n_tokens(self, sequence: str) -> int:
         """Number of model tokens (without ``<cls>``/``<eos>``) of a normalised sequence.

@@ -166,3 +166,47 @@ def test_single_version():
     assert re.fullmatch(r"\d+\.\d+\.\d+", rnafm_sklearn.__version__)
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert f"## {rnafm_sklearn.__version__} " in changelog and "## Unreleased" in changelog
+
+
+def public_callables():
+    """Every public function, class and method (own, not inherited) of the package."""
+    import inspect
+
+    import rnafm_sklearn.dask
+
+    out = [("dask.embed", rnafm_sklearn.dask.embed)]
+    for name in rnafm_sklearn.__all__:
+        obj = getattr(rnafm_sklearn, name)
+        if inspect.isclass(obj) and issubclass(obj, BaseException):
+            continue  # an exception's docstring says when it is raised
+        if inspect.isclass(obj):
+            out.append((name, obj))
+            for attr, value in vars(obj).items():
+                if not attr.startswith("_") and (
+                    inspect.isfunction(value) or isinstance(value, (classmethod, property))
+                ):
+                    out.append((f"{name}.{attr}", getattr(obj, attr)))
+        elif callable(obj):
+            out.append((name, obj))
+    return out
+
+
+def missing_sections(name, obj) -> list[str]:
+    import inspect
+
+    doc = inspect.getdoc(obj) or ""
+    if isinstance(obj, property):
+        return [] if doc else ["a docstring"]
+    has = {s for s in ("Parameters", "Returns", "Raises", "Examples") if f"{s}\n---" in doc}
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    params = [p for p in inspect.signature(target).parameters if p not in ("self", "cls")]
+    needed = {"Examples"} | ({"Parameters"} if params else set())
+    if not inspect.isclass(obj):
+        needed |= {"Returns", "Raises"}
+    return sorted(needed - has)
+
+
+def test_public_docstrings_are_complete():
+    """numpydoc sections of every public object: what the API reference shows."""
+    missing = {n: m for n, o in public_callables() if (m := missing_sections(n, o))}
+    assert missing == {}

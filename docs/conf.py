@@ -37,7 +37,6 @@ extensions = [
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-suppress_warnings = ["toc.empty_glob"]  # user_guide/index.md's "*" picks up new pages
 exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py", "**.md5"]
 templates_path = ["_templates"]
 

@@ -604,6 +604,7 @@ class RnaFmClassifier(ClassifierMixin, _RnaFmFineTuner):
     sorted. After ``fit``, predictions run on the fast inference path (adapters folded into
     the weights). Pickles hold the trained tensors only: the base weights are re-read from
     ``model`` and checked against their fingerprint.
+
     Parameters
     ----------
     model : str or path, default="rna-fm"
@@ -949,6 +950,7 @@ class RnaFmRegressor(RegressorMixin, _RnaFmFineTuner):
 
     Targets are standardised for training (mean 0, variance 1 per output, on the training
     rows) and predictions mapped back; the loss is the (weighted) mean squared error.
+
     Parameters
     ----------
     model : str or path, default="rna-fm"

@@ -212,3 +212,30 @@ def test_public_docstrings_are_complete():
     """numpydoc sections of every public object: what the API reference shows."""
     missing = {n: m for n, o in public_callables() if (m := missing_sections(n, o))}
     assert missing == {}
+
+
+def test_gallery_runs_examples_on_the_tiny_checkpoint(monkeypatch):
+    """The docs build gives every example the tiny checkpoint; exit 0 ends it, not the build."""
+    gen_rst = pytest.importorskip("sphinx_gallery.gen_rst")  # the [docs] extra
+    import importlib.util
+    import types
+
+    spec = importlib.util.spec_from_file_location(
+        "rnafm_gallery", DOCS / "sphinxext" / "rnafm_gallery.py"
+    )
+    gallery = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gallery)
+    argv = gallery.reset_argv({}, {"src_file": str(ROOT / "examples" / "new_example.py")})
+    assert argv[:2] == ["--model", str(TINY_PTH)] and argv[2] == "--output-dir"
+
+    def fake_run(*, script_vars, status):
+        assert script_vars["fake_main"].__file__ == "ex.py"  # the examples find data/ from it
+        raise SystemExit(status)
+
+    monkeypatch.setattr(gen_rst, "_exec_and_get_memory", fake_run)
+    gallery.run_examples_as_scripts()
+    run = gen_rst._exec_and_get_memory
+    script_vars = {"fake_main": types.ModuleType("__main__"), "src_file": "ex.py"}
+    assert run(script_vars=script_vars, status=0) == (False, 0.0)
+    with pytest.raises(RuntimeError, match="exited with status 2"):
+        run(script_vars=script_vars, status=2)

@@ -17,7 +17,7 @@ _GALLERY_OUT = Path(tempfile.mkdtemp(prefix="rnafm-gallery-"))
 # Shorter runs of the slow examples (they take the same options standalone); any other script
 # gets only --model and --output-dir.
 QUICK_ARGS = {
-    "finetune_riboswitch.py": ["--epochs", "1", "--per-class", "4"],
+    "finetune_riboswitch.py": ["--epochs", "1"],  # as tests/test_examples.py runs it
     "zero_shot_scoring.py": ["--max-sequences", "40"],
 }
 

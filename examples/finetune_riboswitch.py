@@ -1,4 +1,5 @@
 """Fine-tune RNA-FM on 32 riboswitch families, next to frozen embeddings, on the same folds.
+=========================================================================================
 
 Compares, with 3-fold stratified cross-validation on the *same* folds and balanced accuracy:
 
@@ -128,7 +129,7 @@ def plot_learning_curves(curves: dict[str, list[tuple[list[float], list[float]]]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--model", default="rna-fm", help="'rna-fm' or a local checkpoint path")
     p.add_argument("--output-dir", default="out/examples", type=Path)
     p.add_argument("--per-class", type=int, default=12, help="sequences per family (32 families)")

@@ -1,4 +1,5 @@
 """Predict the in-solution degradation rate of 233 full-length mRNAs from RNA-FM embeddings.
+=========================================================================================
 
 Shows: long sequences (504-1588 nt; 91 of 233 exceed RNA-FM's 1022-nt window) embedded with
 ``long_sequences="window"``, ``RidgeCV`` in a ``Pipeline``, out-of-fold predictions from
@@ -60,7 +61,7 @@ def plot_predictions(y, pred, rho: float, title: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--model", default="rna-fm", help="'rna-fm' or a local checkpoint path")
     p.add_argument("--output-dir", default="out/examples", type=Path)
     p.add_argument("--cache", help="embedding cache folder (default: OUTPUT_DIR/cache)")

@@ -1,4 +1,5 @@
 """A pandas table with a sequence column and numeric columns, tuned with GridSearchCV.
+===================================================================================
 
 Shows: ``ColumnTransformer`` that embeds the ``sequence`` column with RNA-FM next to scaled
 numeric columns, ``GridSearchCV`` over the embedder's ``pooling`` and ``layers`` with the
@@ -67,7 +68,7 @@ def build(model: str, cache: str) -> Pipeline:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--model", default="rna-fm", help="'rna-fm' or a local checkpoint path")
     p.add_argument("--output-dir", default="out/examples", type=Path)
     p.add_argument("--cache", help="embedding cache folder (default: OUTPUT_DIR/cache)")

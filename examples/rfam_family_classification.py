@@ -1,4 +1,5 @@
 """Classify three Rfam RNA families from RNA-FM embeddings (the README's main job).
+================================================================================
 
 Shows: ``Pipeline(RnaFmEmbedder, LogisticRegression)`` under 5-fold ``cross_val_score`` with the
 persistent cache (every sequence is embedded once, not once per fold), next to a 3-mer
@@ -102,7 +103,7 @@ def plot_projection(features: np.ndarray, families: pd.Series):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--model", default="rna-fm", help="'rna-fm' or a local checkpoint path")
     p.add_argument("--output-dir", default="out/examples", type=Path)
     p.add_argument("--cache", help="embedding cache folder (default: OUTPUT_DIR/cache)")

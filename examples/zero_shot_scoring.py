@@ -1,4 +1,5 @@
 """Zero-shot scores from RNA-FM's masked-LM head, alone and as features of a supervised model.
+===========================================================================================
 
 Shows two things on the repository's real data:
 
@@ -24,7 +25,7 @@ predicts, not a benchmark against measured effects.
 Cost (an *estimate* from the number of passes, not a measurement): with the real RNA-FM on
 2 CPU cores, part 1 is 72 masked passes of 74 tokens (a few seconds); part 2 uses
 ``kind="unmasked"``, one pass per 1022-nt window: 264 passes, about 254 000 tokens, about 3
-minutes at the ~1 570 tokens/s that the README's Performance section measured for 1000-nt
+minutes at the ~1 570 tokens/s that the documentation's Benchmarks page gives for 1000-nt
 sequences in float32 (a slower CPU takes several times longer), plus loading the model. The
 likelihood values are cached under ``OUTPUT_DIR/cache``, so re-runs and the 5 CV folds
 compute each mRNA once. ``kind="pseudo"`` (the pseudo-log-likelihood, one masked pass per
@@ -183,7 +184,7 @@ def models(likelihood: RnaFmLikelihood) -> dict[str, Pipeline]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--model", default="rna-fm", help="'rna-fm' or a local checkpoint path")
     p.add_argument("--output-dir", default="out/examples", type=Path)
     p.add_argument("--cache", help="likelihood cache folder (default: OUTPUT_DIR/cache)")

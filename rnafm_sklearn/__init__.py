@@ -82,7 +82,7 @@ _EXPORTS = {
     "write_structures": "_structure_files",
 }
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place; pyproject.toml reads it (dynamic version)
 
 __all__ = [
     "PRETRAINED",

@@ -103,7 +103,31 @@ class Alphabet:
         return len(self.tokens)
 
     def index(self, token: str) -> int:
-        """Id of ``token``; ``KeyError`` if it is not in the vocabulary."""
+        """Id of ``token``.
+
+        Parameters
+        ----------
+        token : str
+            A token of the vocabulary: a nucleotide or IUPAC letter, a codon (mRNA-FM) or a
+            special token such as ``"<cls>"``.
+
+        Returns
+        -------
+        int
+            Its row in the model's embedding matrix.
+
+        Raises
+        ------
+        KeyError
+            ``token`` is not in the vocabulary.
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import get_alphabet
+        >>> rna = get_alphabet("rna")
+        >>> rna.index("<cls>") == rna.cls_idx
+        True
+        """
         return self._ids[token]
 
     @property
@@ -114,25 +138,93 @@ class Alphabet:
             object.__setattr__(self, "_ids_cache", ids)
         return ids
 
-    cls_idx = property(lambda self: self.index("<cls>"))
-    padding_idx = property(lambda self: self.index("<pad>"))
-    eos_idx = property(lambda self: self.index("<eos>"))
-    unk_idx = property(lambda self: self.index("<unk>"))
-    mask_idx = property(lambda self: self.index("<mask>"))
+    cls_idx = property(lambda self: self.index("<cls>"), doc="Id of ``<cls>``.")
+    padding_idx = property(lambda self: self.index("<pad>"), doc="Id of ``<pad>``.")
+    eos_idx = property(lambda self: self.index("<eos>"), doc="Id of ``<eos>``.")
+    unk_idx = property(lambda self: self.index("<unk>"), doc="Id of ``<unk>``.")
+    mask_idx = property(lambda self: self.index("<mask>"), doc="Id of ``<mask>``.")
 
     def n_tokens(self, sequence: str) -> int:
-        """Number of model tokens (without ``<cls>``/``<eos>``) of a normalised sequence."""
+        """Number of model tokens (without ``<cls>``/``<eos>``) of a normalised sequence.
+
+        Parameters
+        ----------
+        sequence : str
+            A normalised sequence (see :func:`normalize_sequences`).
+
+        Returns
+        -------
+        int
+            Its length in nucleotides (RNA-FM) or in whole codons (mRNA-FM).
+
+        Raises
+        ------
+        None
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import get_alphabet
+        >>> get_alphabet("rna").n_tokens("ACGUAC"), get_alphabet("codon").n_tokens("ACGUAC")
+        (6, 2)
+        """
         return len(sequence) // self.k
 
     def encode(self, sequence: str) -> list[int]:
-        """Token ids of a normalised, validated sequence, with ``<cls>`` and ``<eos>``."""
+        """Token ids of a normalised, validated sequence, with ``<cls>`` and ``<eos>``.
+
+        Parameters
+        ----------
+        sequence : str
+            Normalised and checked (see :meth:`check`).
+
+        Returns
+        -------
+        list of int
+            ``[cls_idx, ..., eos_idx]``.
+
+        Raises
+        ------
+        KeyError
+            A token outside the vocabulary (call :meth:`check` first for a clear message).
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import get_alphabet
+        >>> rna = get_alphabet("rna")
+        >>> ids = rna.encode("ACGU")
+        >>> len(ids), ids[0] == rna.cls_idx, ids[-1] == rna.eos_idx
+        (6, True, True)
+        """
         ids = self._ids
         k = self.k
         body = [ids[sequence[i : i + k]] for i in range(0, len(sequence), k)]
         return [self.cls_idx, *body, self.eos_idx]
 
     def encode_body(self, sequence: str) -> bytes:
-        """Compact token ids (one byte each) of a normalised sequence, without specials."""
+        """Compact token ids (one byte each) of a normalised sequence, without specials.
+
+        Parameters
+        ----------
+        sequence : str
+            Normalised and checked (see :meth:`check`).
+
+        Returns
+        -------
+        bytes
+            One byte per token (nucleotide or codon).
+
+        Raises
+        ------
+        KeyError
+            A codon outside the vocabulary (mRNA-FM; call :meth:`check` first).
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import get_alphabet
+        >>> rna = get_alphabet("rna")
+        >>> list(rna.encode_body("ACGU")) == rna.encode("ACGU")[1:-1]
+        True
+        """
         if self.k == 1:
             table = self.__dict__.get("_table")
             if table is None:
@@ -143,7 +235,35 @@ class Alphabet:
         return bytes(ids[sequence[i : i + self.k]] for i in range(0, len(sequence), self.k))
 
     def check(self, sequence: str, where: str) -> None:
-        """Raise ``ValueError`` if a normalised ``sequence`` cannot be tokenised exactly."""
+        """Raise ``ValueError`` if a normalised ``sequence`` cannot be tokenised exactly.
+
+        Parameters
+        ----------
+        sequence : str
+            A normalised sequence.
+        where : str
+            How the error names the sequence, e.g. ``"Sequence at row 3 (0-based)"``.
+
+        Returns
+        -------
+        None
+
+        Raises
+        ------
+        ValueError
+            Characters the model cannot read (listed with their 1-based positions), or for
+            mRNA-FM a length that is not a whole number of codons or an ambiguous codon.
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import get_alphabet
+        >>> get_alphabet("rna").check("ACGU", "row 0")
+        >>> try:
+        ...     get_alphabet("rna").check("ACXU", "row 1")
+        ... except ValueError as err:
+        ...     print(str(err)[:40])
+        row 1 contains characters that RNA-FM ca
+        """
         bad = set(sequence) - self.letters
         if bad:
             hits = [(i + 1, c) for i, c in enumerate(sequence) if c in bad]
@@ -178,6 +298,22 @@ _ALPHABETS = {
 
 def get_alphabet(name: str) -> Alphabet:
     """Return the alphabet ``"rna"`` (RNA-FM) or ``"codon"`` (mRNA-FM).
+
+    Parameters
+    ----------
+    name : {"rna", "codon"}
+        ``"rna"``: RNA-FM's 25 tokens (nucleotides, IUPAC codes, gap and special tokens);
+        ``"codon"``: mRNA-FM's codon vocabulary.
+
+    Returns
+    -------
+    Alphabet
+        The shared, immutable alphabet object.
+
+    Raises
+    ------
+    ValueError
+        For any other name; the message lists the known ones.
 
     Examples
     --------

@@ -231,7 +231,28 @@ class EmbeddingCache:
         return self._open()
 
     def close(self) -> None:
-        """Close this process's connection (the next use opens it again)."""
+        """Close this process's connection (the next use opens it again).
+
+        Returns
+        -------
+        None
+
+        Raises
+        ------
+        None
+            Closing a closed cache, or one opened by another process (after a fork), is a
+            no-op.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> from rnafm_sklearn import EmbeddingCache
+        >>> cache = EmbeddingCache(tempfile.mkdtemp())
+        >>> cache.put([b"k1", b"k2"], np.ones((2, 3), np.float32))
+        >>> cache.close()
+        >>> len(cache)
+        2
+        """
         if self._conn is not None and self._pid == os.getpid():
             self._conn.close()
         self._conn = None
@@ -244,7 +265,31 @@ class EmbeddingCache:
     def get(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
         """Vectors of the keys found; rows that fail the checksum are dropped with a warning.
 
-        Raises :class:`EmbeddingCacheError` when the location cannot be used at all.
+        Parameters
+        ----------
+        keys : sequence of bytes
+            Cache keys (the estimators derive them from the weights, the settings and the
+            tokens).
+
+        Returns
+        -------
+        dict of bytes to ndarray
+            The float32 vector of every key found (missing keys are absent).
+
+        Raises
+        ------
+        EmbeddingCacheError
+            The location cannot be used at all (a file where the folder should be, a folder
+            that cannot be created, another program's file at the cache path).
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> from rnafm_sklearn import EmbeddingCache
+        >>> cache = EmbeddingCache(tempfile.mkdtemp())
+        >>> cache.put([b"k1", b"k2"], np.ones((2, 3), np.float32))
+        >>> sorted(cache.get([b"k1", b"nope"]))
+        [b'k1']
         """
         found: dict[bytes, np.ndarray] = {}
         bad: list[bytes] = []
@@ -310,6 +355,34 @@ class EmbeddingCache:
         """Store rows (one transaction): ``vectors[i]`` under ``keys[i]``.
 
         A read-only cache stores nothing and warns once per connection.
+
+        Parameters
+        ----------
+        keys : sequence of bytes
+            One key per row; an existing key is replaced.
+        vectors : ndarray of shape (len(keys), n_features)
+            Stored as float32.
+
+        Returns
+        -------
+        None
+
+        Raises
+        ------
+        EmbeddingCacheError
+            The location cannot be used at all (a file where the folder should be, a folder
+            that cannot be created, another program's file at the cache path).
+        ValueError
+            ``keys`` and ``vectors`` differ in length.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> from rnafm_sklearn import EmbeddingCache
+        >>> cache = EmbeddingCache(tempfile.mkdtemp())
+        >>> cache.put([b"k1", b"k2"], np.ones((2, 3), np.float32))
+        >>> len(cache)
+        2
         """
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         now = time.time()
@@ -344,7 +417,26 @@ class EmbeddingCache:
         return self._connect().execute("SELECT count(*) FROM embeddings").fetchone()[0]
 
     def size_bytes(self) -> int:
-        """Bytes on disk, the write-ahead log included."""
+        """Bytes on disk, the write-ahead log included.
+
+        Returns
+        -------
+        int
+            0 when the file does not exist yet.
+
+        Raises
+        ------
+        None
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> from rnafm_sklearn import EmbeddingCache
+        >>> cache = EmbeddingCache(tempfile.mkdtemp())
+        >>> cache.put([b"k1", b"k2"], np.ones((2, 3), np.float32))
+        >>> cache.size_bytes() > 0
+        True
+        """
         return sum(
             Path(str(self.path) + s).stat().st_size
             for s in ("", "-wal")
@@ -352,7 +444,28 @@ class EmbeddingCache:
         )
 
     def info(self) -> dict[str, object]:
-        """Path, number of entries and size on disk."""
+        """Path, number of entries and size on disk.
+
+        Returns
+        -------
+        dict
+            ``{"path": str, "entries": int, "bytes": int}``.
+
+        Raises
+        ------
+        EmbeddingCacheError
+            The location cannot be used at all (a file where the folder should be, a folder
+            that cannot be created, another program's file at the cache path).
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> from rnafm_sklearn import EmbeddingCache
+        >>> cache = EmbeddingCache(tempfile.mkdtemp())
+        >>> cache.put([b"k1", b"k2"], np.ones((2, 3), np.float32))
+        >>> cache.info()["entries"]
+        2
+        """
         return {"path": str(self.path), "entries": len(self), "bytes": self.size_bytes()}
 
     def _writable_connection(self, action: str) -> sqlite3.Connection:
@@ -365,7 +478,29 @@ class EmbeddingCache:
         return conn
 
     def clear(self) -> None:
-        """Delete every entry and give the space back to the file system."""
+        """Delete every entry and give the space back to the file system.
+
+        Returns
+        -------
+        None
+
+        Raises
+        ------
+        EmbeddingCacheError
+            The location cannot be used at all (a file where the folder should be, a folder
+            that cannot be created, another program's file at the cache path).
+            Also raised when the cache cannot be written (read-only file or file system).
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> from rnafm_sklearn import EmbeddingCache
+        >>> cache = EmbeddingCache(tempfile.mkdtemp())
+        >>> cache.put([b"k1", b"k2"], np.ones((2, 3), np.float32))
+        >>> cache.clear()
+        >>> len(cache)
+        0
+        """
         conn = self._writable_connection("clear")
         with _transaction(conn):
             conn.execute("DELETE FROM embeddings")
@@ -373,7 +508,34 @@ class EmbeddingCache:
         conn.execute("VACUUM")
 
     def prune(self, max_bytes: int) -> int:
-        """Delete the oldest entries until the file is at most ``max_bytes``; return how many."""
+        """Delete the oldest entries until the file is at most ``max_bytes``; return how many.
+
+        Parameters
+        ----------
+        max_bytes : int
+            Target size on disk, in bytes (the write-ahead log included).
+
+        Returns
+        -------
+        int
+            Number of entries deleted (oldest first, by time of storage).
+
+        Raises
+        ------
+        EmbeddingCacheError
+            The location cannot be used at all (a file where the folder should be, a folder
+            that cannot be created, another program's file at the cache path).
+            Also raised when the cache cannot be written (read-only file or file system).
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> from rnafm_sklearn import EmbeddingCache
+        >>> cache = EmbeddingCache(tempfile.mkdtemp())
+        >>> cache.put([b"k1", b"k2"], np.ones((2, 3), np.float32))
+        >>> cache.prune(max_bytes=10**9)
+        0
+        """
         conn = self._writable_connection("prune")
         removed = 0
         while self.size_bytes() > max_bytes:

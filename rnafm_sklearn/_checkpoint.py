@@ -299,6 +299,13 @@ def save_model(
     pathlib.Path
         The folder.
 
+    Raises
+    ------
+    AttributeError
+        ``encoder`` is not an :class:`RnaFmEncoder` (it has no ``config``).
+    OSError
+        The folder cannot be created or written; nothing is left half-written.
+
     Examples
     --------
     >>> import tempfile
@@ -508,6 +515,28 @@ def convert_checkpoint(source: str | os.PathLike, folder: str | os.PathLike) -> 
 
     The written folder is loaded again and every tensor compared with the source
     (``torch.equal``); a mismatch raises ``RuntimeError``.
+
+    Parameters
+    ----------
+    source : str or path
+        ``"rna-fm"``/``"mrna-fm"``, an official ``.pth``, a multimolecule folder or a native
+        folder.
+    folder : path
+        Destination folder (created if needed).
+
+    Returns
+    -------
+    pathlib.Path
+        The written folder.
+
+    Raises
+    ------
+    rnafm_sklearn.CheckpointError
+        ``source`` is damaged or not a checkpoint (see :func:`load_model`).
+    RuntimeError
+        The written copy does not reproduce the source exactly (nothing is trusted then).
+    FileNotFoundError
+        ``source`` is a path that does not exist.
 
     Examples
     --------

@@ -176,6 +176,28 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
         Returns
         -------
         self : RnaFmEmbedder
+            The estimator (no fitted attributes: the model is shared, not copied).
+
+        Raises
+        ------
+        ValueError
+            A sequence the model cannot read (the message names the row, the characters and
+            their 1-based positions), or one longer than the model's window under
+            ``long_sequences="error"``.
+        TypeError
+            ``X`` of an unsupported type (a bare string, a dict, a set).
+        rnafm_sklearn.InvalidParameterError
+            A parameter out of its range (checked before any compute).
+        rnafm_sklearn.WeightsUnavailableError
+            ``model="rna-fm"`` offline and not downloaded yet.
+        rnafm_sklearn.CheckpointError
+            A damaged, edited or crafted checkpoint.
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmEmbedder
+        >>> RnaFmEmbedder(model="tests/fixtures/RNA-FM_tiny.pth").fit(["ACGU"])
+        RnaFmEmbedder(model='tests/fixtures/RNA-FM_tiny.pth')
         """
         self.__dict__.pop("_resolved_model", None)  # a new fit reads ``model`` as it is now
         self._prepare(X)
@@ -185,7 +207,42 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
         return self
 
     def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
-        """``fit(X).transform(X)``, validating and tokenising ``X`` once instead of twice."""
+        """``fit(X).transform(X)``, validating and tokenising ``X`` once instead of twice.
+
+        Parameters
+        ----------
+        X : list, ndarray, pandas Series of str, or DataFrame
+            As for :meth:`transform`.
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features), float32
+            As :meth:`transform` returns.
+
+        Raises
+        ------
+        ValueError
+            A sequence the model cannot read (the message names the row, the characters and
+            their 1-based positions), or one longer than the model's window under
+            ``long_sequences="error"``.
+        TypeError
+            ``X`` of an unsupported type (a bare string, a dict, a set).
+        rnafm_sklearn.InvalidParameterError
+            A parameter out of its range (checked before any compute).
+        rnafm_sklearn.WeightsUnavailableError
+            ``model="rna-fm"`` offline and not downloaded yet.
+        rnafm_sklearn.CheckpointError
+            A damaged, edited or crafted checkpoint.
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmEmbedder
+        >>> tiny = "tests/fixtures/RNA-FM_tiny.pth"
+        >>> RnaFmEmbedder(model=tiny).fit_transform(["ACGU", "GGCC"]).shape
+        (2, 32)
+        """
         self.__dict__.pop("_resolved_model", None)
         out = self.transform(X)
         self.__dict__.update(self._resolved_model_attribute())
@@ -206,12 +263,42 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
         ndarray of shape (n_samples, n_features), float32
             Rows in input order. With ``set_output(transform="pandas")`` a DataFrame that keeps
             the input's index, with columns ``get_feature_names_out()``.
+
+        Raises
+        ------
+        ValueError
+            A sequence the model cannot read (the message names the row, the characters and
+            their 1-based positions), or one longer than the model's window under
+            ``long_sequences="error"``.
+        TypeError
+            ``X`` of an unsupported type (a bare string, a dict, a set).
+        rnafm_sklearn.InvalidParameterError
+            A parameter out of its range (checked before any compute).
+        rnafm_sklearn.WeightsUnavailableError
+            ``model="rna-fm"`` offline and not downloaded yet.
+        rnafm_sklearn.CheckpointError
+            A damaged, edited or crafted checkpoint.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> from rnafm_sklearn import RnaFmEmbedder
+        >>> tiny = "tests/fixtures/RNA-FM_tiny.pth"
+        >>> emb = RnaFmEmbedder(model=tiny).set_output(transform="pandas")
+        >>> X = emb.fit_transform(pd.Series(["ACGU", "ggcc"], index=["a", "b"]))
+        >>> X.shape, list(X.index), X.columns[0]
+        ((2, 32), ['a', 'b'], 'rnafm_l2_mean_0')
         """
         runner, plan, tokens = self._prepare(X)
         return self._features(runner, plan, tokens)
 
     def transform_tokens(self, X: Any) -> list[np.ndarray]:
         """Per-nucleotide hidden states (the official CLI's ``raw`` output).
+
+        Parameters
+        ----------
+        X : list, ndarray, pandas Series of str, or DataFrame
+            As for :meth:`transform`.
 
         Returns
         -------
@@ -220,6 +307,29 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
             columns are the selected layers (concatenated or averaged). ``pooling`` is not used.
             Under ``long_sequences="window"`` every sequence gets all its rows; under
             ``"truncate"`` only the kept ones.
+
+        Raises
+        ------
+        ValueError
+            A sequence the model cannot read (the message names the row, the characters and
+            their 1-based positions), or one longer than the model's window under
+            ``long_sequences="error"``.
+        TypeError
+            ``X`` of an unsupported type (a bare string, a dict, a set).
+        rnafm_sklearn.InvalidParameterError
+            A parameter out of its range (checked before any compute).
+        rnafm_sklearn.WeightsUnavailableError
+            ``model="rna-fm"`` offline and not downloaded yet.
+        rnafm_sklearn.CheckpointError
+            A damaged, edited or crafted checkpoint.
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmEmbedder
+        >>> tiny = "tests/fixtures/RNA-FM_tiny.pth"
+        >>> states = RnaFmEmbedder(model=tiny).transform_tokens(["ACGUA", "GG"])
+        >>> [s.shape for s in states]
+        [(5, 32), (2, 32)]
         """
         runner, plan, tokens = self._prepare(X)
         unique, inverse = _deduplicate(tokens)
@@ -244,8 +354,22 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
             Columns A, C, G, U (for mRNA-FM the 64 codons, in the order of
             ``rnafm_sklearn.get_alphabet("codon").standard_tokens``): log-probabilities
             renormalised over these tokens, ``logit_a - logsumexp(logits of A, C, G, U)``.
-            ``pooling`` and ``layers`` are not used. Raises ``ValueError`` for a checkpoint
-            without the masked-LM head.
+            ``pooling`` and ``layers`` are not used.
+
+        Raises
+        ------
+        ValueError
+            A checkpoint without the masked-LM head, a sequence the model cannot read (the
+            message names the row, the characters and their 1-based positions), or one
+            longer than the model's window under ``long_sequences="error"``.
+        TypeError
+            ``X`` of an unsupported type (a bare string, a dict, a set).
+        rnafm_sklearn.InvalidParameterError
+            A parameter out of its range (checked before any compute).
+        rnafm_sklearn.WeightsUnavailableError
+            ``model="rna-fm"`` offline and not downloaded yet.
+        rnafm_sklearn.CheckpointError
+            A damaged, edited or crafted checkpoint.
 
         Examples
         --------
@@ -463,6 +587,29 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
 
         The name is ``{model}_{layers}_{pooling}_{i}``: ``model`` is ``rnafm`` or ``mrnafm``,
         ``layers`` is ``l12`` (or ``l6+12avg`` when layers are averaged).
+
+        Parameters
+        ----------
+        input_features : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        ndarray of str objects
+            One name per output column, in column order.
+
+        Raises
+        ------
+        rnafm_sklearn.InvalidParameterError
+            A parameter out of its range for the checkpoint (only its config is read).
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmEmbedder
+        >>> names = RnaFmEmbedder(model="tests/fixtures/RNA-FM_tiny.pth",
+        ...                       pooling="mean+max").get_feature_names_out()
+        >>> len(names), names[0], names[-1]
+        (64, 'rnafm_l2_mean_0', 'rnafm_l2_max_31')
         """
         plan, config, _ = self._settings()
         prefix = family(config.alphabet).feature_prefix

@@ -90,19 +90,39 @@ class RnaFmConfig:
 
     @classmethod
     def mrna_fm(cls) -> RnaFmConfig:
-        """The architecture of the released mRNA-FM (codon tokens, hidden size 1280)."""
+        """The architecture of the released mRNA-FM (codon tokens, hidden size 1280).
+
+        Returns
+        -------
+        RnaFmConfig
+            12 layers of width 1280, 20 heads, codon alphabet, no embedding LayerNorm.
+
+        Raises
+        ------
+        None
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmConfig
+        >>> config = RnaFmConfig.mrna_fm()
+        >>> config.hidden_size, config.alphabet
+        (1280, 'codon')
+        """
         return cls(hidden_size=1280, alphabet="codon", emb_layer_norm_before=False)
 
     @property
     def head_dim(self) -> int:
+        """Width of one attention head: ``hidden_size // num_heads``."""
         return self.hidden_size // self.num_heads
 
     @property
     def vocab_size(self) -> int:
+        """Number of tokens of the alphabet (rows of the embedding matrix)."""
         return len(get_alphabet(self.alphabet))
 
     @property
     def padding_idx(self) -> int:
+        """Id of ``<pad>`` in the alphabet."""
         return get_alphabet(self.alphabet).padding_idx
 
     @property
@@ -111,6 +131,23 @@ class RnaFmConfig:
         return self.max_positions - 2
 
     def to_dict(self) -> dict[str, object]:
+        """The fields as a plain dict (JSON-serialisable; ``RnaFmConfig(**d)`` rebuilds it).
+
+        Returns
+        -------
+        dict of str to object
+            One entry per field.
+
+        Raises
+        ------
+        None
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmConfig
+        >>> RnaFmConfig(**RnaFmConfig().to_dict()) == RnaFmConfig()
+        True
+        """
         return asdict(self)
 
 
@@ -509,6 +546,31 @@ class RnaFmEncoder(nn.Module):
         Keys must match exactly; ``load_state_dict`` raises ``RuntimeError`` otherwise. The
         masked-LM head is built when ``state`` holds ``lm_head.*`` tensors, the contact head
         when it holds ``contact_head.*`` tensors.
+
+        Parameters
+        ----------
+        config : RnaFmConfig
+            The architecture.
+        state : dict of str to torch.Tensor
+            Tensors under this library's parameter names (see ``state_dict()``).
+
+        Returns
+        -------
+        RnaFmEncoder
+            In evaluation mode, holding ``state``'s tensors themselves.
+
+        Raises
+        ------
+        RuntimeError
+            Missing or unexpected keys, or shapes that do not match ``config``.
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmEncoder, load_model
+        >>> encoder = load_model("tests/fixtures/RNA-FM_tiny.pth")
+        >>> state = {k: v.clone() for k, v in encoder.state_dict().items()}
+        >>> RnaFmEncoder.from_state_dict(encoder.config, state).config == encoder.config
+        True
         """
         with torch.device("meta"):
             encoder = cls(
@@ -521,10 +583,33 @@ class RnaFmEncoder(nn.Module):
 
     @property
     def num_layers(self) -> int:
+        """Number of transformer layers (hidden states are ``0..num_layers``)."""
         return self.config.num_layers
 
     def normalize_layers(self, layers: int | Iterable[int]) -> list[int]:
-        """Map layer indices (negative allowed) to ``0..num_layers``; error if out of range."""
+        """Map layer indices (negative allowed) to ``0..num_layers``; error if out of range.
+
+        Parameters
+        ----------
+        layers : int or iterable of int
+            0 is the embedding output, ``num_layers`` (= -1) the last layer.
+
+        Returns
+        -------
+        list of int
+            The indices in ``0..num_layers``, in the given order.
+
+        Raises
+        ------
+        ValueError
+            A layer outside ``-(num_layers + 1)..num_layers``.
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import load_model
+        >>> load_model("tests/fixtures/RNA-FM_tiny.pth").normalize_layers([-1, 0])
+        [2, 0]
+        """
         n = self.config.num_layers
         wanted = [layers] if isinstance(layers, int) else list(layers)
         out = []
@@ -563,6 +648,21 @@ class RnaFmEncoder(nn.Module):
         -------
         dict of int to torch.Tensor of shape (B, T, hidden_size)
             Rows of ``<pad>`` tokens are zero.
+
+        Raises
+        ------
+        ValueError
+            A layer that does not exist (see :meth:`normalize_layers`).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from rnafm_sklearn import get_alphabet, load_model
+        >>> encoder = load_model("tests/fixtures/RNA-FM_tiny.pth")
+        >>> tokens = torch.tensor([get_alphabet("rna").encode("ACGUAG")])
+        >>> states = encoder(tokens, layers=[0, -1])
+        >>> sorted(states), tuple(states[2].shape)
+        ([0, 2], (1, 8, 32))
         """
         states, layout = self._hidden(tokens, set(self.normalize_layers(layers)), attention)
         B, T = tokens.shape
@@ -586,11 +686,25 @@ class RnaFmEncoder(nn.Module):
             LayerNorm and the head run for the ``K`` rows only (for one row per sequence,
             ~7 % of the work of a 12-layer pass saved).
 
+        Returns
+        -------
+        torch.Tensor
+            ``(B, T, vocab_size)``, or ``(K, vocab_size)`` with ``at``.
+
         Raises
         ------
         ValueError
             The encoder was loaded without the head, or ``at`` is not a ``(K, 2)`` integer
             tensor of real-token positions.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from rnafm_sklearn import get_alphabet, load_model
+        >>> encoder = load_model("tests/fixtures/RNA-FM_tiny.pth")
+        >>> tokens = torch.tensor([get_alphabet("rna").encode("ACGUAG")])
+        >>> tuple(encoder.logits(tokens).shape) == (1, 8, encoder.config.vocab_size)
+        True
         """
         if self.lm_head is None:
             raise ValueError(
@@ -690,8 +804,25 @@ class RnaFmEncoder(nn.Module):
         """Run the linear layers with pre-packed oneDNN weights (CPU, float32/bfloat16).
 
         Same results as before to float rounding (the products are summed in another order);
-        ``state_dict()`` is unchanged. Returns ``False`` where oneDNN cannot be used, leaving
-        the encoder as it was. Irreversible: meant for an encoder that only runs inference.
+        ``state_dict()`` is unchanged. Irreversible: meant for an encoder that only runs
+        inference.
+
+        Returns
+        -------
+        bool
+            ``False`` where oneDNN cannot be used (the encoder is left as it was).
+
+        Raises
+        ------
+        None
+            A failed probe is reported by the return value, not raised.
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import load_model
+        >>> encoder = load_model("tests/fixtures/RNA-FM_tiny.pth")
+        >>> isinstance(encoder.pack_for_cpu(), bool)
+        True
         """
         linears = [m for m in self.modules() if isinstance(m, _Linear)]
         return all([m.pack() for m in linears])

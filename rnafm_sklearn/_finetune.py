@@ -135,6 +135,31 @@ class _RnaFmFineTuner(RnaFmEstimator):
         self
             Fitted. An interrupted fit (``KeyboardInterrupt``) or a failed one leaves the
             estimator as it was before the call.
+
+        Raises
+        ------
+        rnafm_sklearn.InvalidParameterError
+            An unknown ``train`` or a parameter out of its range, or ``layers`` that no
+            trained tensor can change (checked before any training step).
+        ValueError
+            ``y`` missing or of another length, NaN, inf or complex targets, missing or
+            mixed-type labels, a continuous target for the classifier, a single class,
+            non-numeric regression targets, an empty ``X``, negative or all-zero
+            ``sample_weight``, a class with fewer than 2 rows under
+            ``validation_fraction``, or a sequence the model cannot read: the message names
+            the row.
+        TypeError
+            ``X`` of an unsupported type (a bare string, a dict, a set).
+        rnafm_sklearn.WeightsUnavailableError
+            ``model="rna-fm"`` offline and not downloaded yet.
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmRegressor
+        >>> reg = RnaFmRegressor(model="tests/fixtures/RNA-FM_tiny.pth", train="lora",
+        ...                      max_epochs=1, random_state=0, progress=False)
+        >>> reg.fit(["ACGUACGU", "GGGCCC", "ACGUAAAA"], [0.5, 1.0, 0.2]).n_iter_
+        1
         """
         s = self._settings()
         if y is None:
@@ -602,7 +627,15 @@ def _labels(y: Any, n: int) -> np.ndarray:
     return values
 
 
-_COMMON_DOC = """
+class RnaFmClassifier(ClassifierMixin, _RnaFmFineTuner):
+    """Fine-tune RNA-FM to classify RNA sequences (binary or multiclass).
+
+    A pooled RNA-FM representation feeds a head trained with cross-entropy; what else is
+    trained is ``train``. Labels may be strings, ints or bools; ``classes_`` keeps them
+    sorted. After ``fit``, predictions run on the fast inference path (adapters folded into
+    the weights). Pickles hold the trained tensors only: the base weights are re-read from
+    ``model`` and checked against their fingerprint.
+
     Parameters
     ----------
     model : str or path, default="rna-fm"
@@ -680,18 +713,6 @@ _COMMON_DOC = """
         Embedding cache of the frozen features: all of them with ``train="head"`` (so folds
         and grid candidates reuse them), otherwise those of the training rows that set the
         head's input statistics. Predictions after ``train="head"`` read it too.
-"""
-
-
-class RnaFmClassifier(ClassifierMixin, _RnaFmFineTuner):
-    """Fine-tune RNA-FM to classify RNA sequences (binary or multiclass).
-
-    A pooled RNA-FM representation feeds a head trained with cross-entropy; what else is
-    trained is ``train``. Labels may be strings, ints or bools; ``classes_`` keeps them
-    sorted. After ``fit``, predictions run on the fast inference path (adapters folded into
-    the weights). Pickles hold the trained tensors only: the base weights are re-read from
-    ``model`` and checked against their fingerprint.
-    {common}
     class_weight : dict, "balanced" or None, default=None
         Loss weight per class (multiplies ``sample_weight``); ``"balanced"``: inversely
         proportional to class frequencies.
@@ -816,20 +837,153 @@ class RnaFmClassifier(ClassifierMixin, _RnaFmFineTuner):
         }
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """Logits: ``(n_samples,)`` (class 1 minus class 0) if binary, else ``(n, n_classes)``."""
+        """Logits: ``(n_samples,)`` (class 1 minus class 0) if binary, else ``(n, n_classes)``.
+
+        Parameters
+        ----------
+        X : list, ndarray, pandas Series of str, or DataFrame
+            The sequences, as for :meth:`RnaFmEmbedder.transform`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_classes), float32
+            The head's outputs; above 0 favours ``classes_[1]`` in the binary case.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before :meth:`fit`.
+        rnafm_sklearn.WeightsChangedError
+            ``model`` now holds other base weights than those of the fit (fingerprints
+            differ): point ``model`` at the checkpoint of the fit, or fit again.
+        ValueError
+            A sequence the model cannot read (the message names the row and characters), or
+            one longer than the model's window under ``long_sequences="error"``.
+        TypeError
+            ``X`` of an unsupported type (a bare string, a dict, a set).
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmClassifier
+        >>> clf = RnaFmClassifier(model="tests/fixtures/RNA-FM_tiny.pth", train="head",
+        ...                       max_epochs=2, random_state=0, progress=False)
+        >>> clf = clf.fit(["ACGUACGU", "GGGCCC", "ACGUAAAA", "GGCCGGCC"], ["a", "b", "a", "b"])
+        >>> clf.decision_function(["ACGU", "GGCC"]).shape
+        (2,)
+        """
         out = self._outputs(X)
         return out[:, 1] - out[:, 0] if out.shape[1] == 2 else out
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities, ``(n_samples, n_classes)`` in the order of ``classes_``."""
+        """Class probabilities, ``(n_samples, n_classes)`` in the order of ``classes_``.
+
+        Parameters
+        ----------
+        X : list, ndarray, pandas Series of str, or DataFrame
+            The sequences, as for :meth:`RnaFmEmbedder.transform`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes), float64
+            Softmax of the head's outputs; rows sum to 1.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before :meth:`fit`.
+        rnafm_sklearn.WeightsChangedError
+            ``model`` now holds other base weights than those of the fit (fingerprints
+            differ): point ``model`` at the checkpoint of the fit, or fit again.
+        ValueError
+            A sequence the model cannot read (the message names the row and characters), or
+            one longer than the model's window under ``long_sequences="error"``.
+        TypeError
+            ``X`` of an unsupported type (a bare string, a dict, a set).
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmClassifier
+        >>> clf = RnaFmClassifier(model="tests/fixtures/RNA-FM_tiny.pth", train="head",
+        ...                       max_epochs=2, random_state=0, progress=False)
+        >>> clf = clf.fit(["ACGUACGU", "GGGCCC", "ACGUAAAA", "GGCCGGCC"], ["a", "b", "a", "b"])
+        >>> p = clf.predict_proba(["ACGU"])
+        >>> p.shape, bool(abs(p.sum() - 1) < 1e-9)
+        ((1, 2), True)
+        """
         return torch.softmax(torch.from_numpy(self._outputs(X)).double(), dim=1).numpy()
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
-        """Log of :meth:`predict_proba`."""
+        """Log of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : list, ndarray, pandas Series of str, or DataFrame
+            The sequences, as for :meth:`RnaFmEmbedder.transform`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes), float64
+            Log-softmax of the head's outputs (computed directly, not as ``log(proba)``).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before :meth:`fit`.
+        rnafm_sklearn.WeightsChangedError
+            ``model`` now holds other base weights than those of the fit (fingerprints
+            differ): point ``model`` at the checkpoint of the fit, or fit again.
+        ValueError
+            A sequence the model cannot read (the message names the row and characters), or
+            one longer than the model's window under ``long_sequences="error"``.
+        TypeError
+            ``X`` of an unsupported type (a bare string, a dict, a set).
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmClassifier
+        >>> clf = RnaFmClassifier(model="tests/fixtures/RNA-FM_tiny.pth", train="head",
+        ...                       max_epochs=2, random_state=0, progress=False)
+        >>> clf = clf.fit(["ACGUACGU", "GGGCCC", "ACGUAAAA", "GGCCGGCC"], ["a", "b", "a", "b"])
+        >>> bool((clf.predict_log_proba(["ACGU"]) < 0).all())
+        True
+        """
         return torch.log_softmax(torch.from_numpy(self._outputs(X)).double(), dim=1).numpy()
 
     def predict(self, X: Any) -> np.ndarray:
-        """The most probable class of each sequence."""
+        """The most probable class of each sequence.
+
+        Parameters
+        ----------
+        X : list, ndarray, pandas Series of str, or DataFrame
+            The sequences, as for :meth:`RnaFmEmbedder.transform`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            Labels from ``classes_``.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before :meth:`fit`.
+        rnafm_sklearn.WeightsChangedError
+            ``model`` now holds other base weights than those of the fit (fingerprints
+            differ): point ``model`` at the checkpoint of the fit, or fit again.
+        ValueError
+            A sequence the model cannot read (the message names the row and characters), or
+            one longer than the model's window under ``long_sequences="error"``.
+        TypeError
+            ``X`` of an unsupported type (a bare string, a dict, a set).
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmClassifier
+        >>> clf = RnaFmClassifier(model="tests/fixtures/RNA-FM_tiny.pth", train="head",
+        ...                       max_epochs=2, random_state=0, progress=False)
+        >>> clf = clf.fit(["ACGUACGU", "GGGCCC", "ACGUAAAA", "GGCCGGCC"], ["a", "b", "a", "b"])
+        >>> clf.predict(["ACGU", "GGCC"]).shape
+        (2,)
+        """
         outputs = self._outputs(X)  # NotFittedError before classes_ is looked up
         return self.classes_[outputs.argmax(1)]
 
@@ -840,7 +994,84 @@ class RnaFmRegressor(RegressorMixin, _RnaFmFineTuner):
     Targets are standardised for training (mean 0, variance 1 per output, over the training
     rows weighted by ``sample_weight``; validation rows do not count) and predictions mapped
     back; the loss is the (weighted) mean squared error.
-    {common}
+
+    Parameters
+    ----------
+    model : str or path, default="rna-fm"
+        As for :class:`RnaFmEmbedder`: ``"rna-fm"``, ``"mrna-fm"`` or a checkpoint path.
+    train : str, default="lora"
+        What is trained: ``"head"`` (frozen encoder: features computed once per fit, through
+        the cache if given), ``"lora"`` (low-rank adapters, see ``lora_*``), ``"top:K"`` (the
+        last K transformer layers and the final LayerNorm) or ``"all"`` (every encoder
+        weight). The head is always trained.
+    pooling, layers, layer_aggregation
+        The pooled representation that feeds the head, as for :class:`RnaFmEmbedder`.
+    head_hidden : int, optional
+        Hidden units of a one-hidden-layer MLP head (GELU); default: a linear head.
+    lora_rank : int, default=8
+        Rank ``r`` of each adapter.
+    lora_alpha : float, default=16
+        Adapter scale numerator: the update is ``(lora_alpha / lora_rank) B A``.
+    lora_targets : {"attention", "ffn", "all"}, default="all"
+        Layers that get an adapter: the fused q/k/v and the output projection, the two
+        feed-forward layers, or all four, in every layer up to the deepest pooled one.
+        ``"all"`` learned a motif that attention-only adapters did not fully learn
+        (benchmarks/lora_targets.py: test accuracy 0.98 vs 0.94 on the tiny model) and was
+        as good on the riboswitch families; on RNA-FM it trains about 1.5 % of the weights
+        (attention only: 0.4 %).
+    max_epochs : int, default=10
+        Passes over the training rows.
+    learning_rate : float, optional
+        Peak AdamW learning rate of what ``train`` names in the encoder; default by ``train``:
+        lora 1e-3, top:K 1e-4, all 3e-5. With ``train="head"`` it is the head's rate (unless
+        ``head_learning_rate`` is given).
+    head_learning_rate : float, optional
+        Peak AdamW learning rate of the head; default: ``learning_rate`` with
+        ``train="head"``, else 1e-2 (the head starts from scratch, on standardised input:
+        each pooled feature is shifted and scaled by its mean and standard deviation over the
+        training rows before training, as a ``StandardScaler``, and the statistics are kept).
+    weight_decay : float, default=0.0
+        AdamW weight decay.
+    warmup_fraction : float, default=0.1
+        Share of all steps over which the learning rate rises linearly; it then falls
+        linearly to zero at the end of ``max_epochs``.
+    batch_size : int, default=16
+        Rows per optimisation step, on every device: with the same ``random_state`` the
+        same rows make up each step, and an epoch has ``ceil(n_training_rows / batch_size)``
+        steps, on a CPU as on a GPU. The last step of an epoch may hold fewer rows.
+    batch_tokens : int, optional
+        A memory cap, not a training setting: the token budget (padding included) of one
+        forward/backward pass and of one inference pass; default 1024 on the CPU, 32768 on
+        CUDA. A step whose rows exceed it runs as several passes whose gradients are
+        accumulated, the same gradient as one pass (up to float rounding).
+    validation_fraction : float, default=0.0
+        Share of the rows held out (stratified for a classifier) and scored after each epoch
+        (accuracy or R^2); the best epoch's weights are kept. 0: no validation.
+    n_iter_no_change : int or None, default=3
+        With validation: stop after this many epochs without an improvement of more than
+        ``tol``. None: run every epoch (and still keep the best).
+    tol : float, default=1e-4
+        Smallest validation-score gain that counts as an improvement.
+    random_state : int, RandomState or None, default=None
+        Seeds the head and adapter initialisation, the batch order and the validation split:
+        the same seed gives the same model on the same CPU.
+    verbose : bool, default=False
+        Write the loss (and validation score) of each epoch to stderr.
+    warm_start : bool, default=False
+        Continue from the previous fit's head and trained weights (same settings required).
+    checkpointing : bool, default=False
+        Gradient checkpointing: recompute each layer in the backward pass instead of storing
+        its activations (less memory for long sequences, about a third more compute).
+    column, long_sequences, truncation_side, window_stride, device, progress
+        As for :class:`RnaFmEmbedder`; long sequences under ``"window"`` are trained on
+        their stitched windows.
+    dtype : {"float32", "bfloat16", "float16"}, default="float32"
+        ``"bfloat16"``/``"float16"``: mixed-precision training (autocast, float32 weights;
+        ``"float16"``, GPU only, with dynamic loss scaling) and predictions in that precision.
+    cache : path, optional
+        Embedding cache of the frozen features: all of them with ``train="head"`` (so folds
+        and grid candidates reuse them), otherwise those of the training rows that set the
+        head's input statistics. Predictions after ``train="head"`` read it too.
 
     Attributes
     ----------
@@ -1006,10 +1237,41 @@ class RnaFmRegressor(RegressorMixin, _RnaFmFineTuner):
         return standardised, {**extra, "_y_mean_": mean, "_y_scale_": scale}
 
     def predict(self, X: Any) -> np.ndarray:
-        """Predicted values: ``(n_samples,)``, or ``(n_samples, n_outputs)`` for 2-D ``y``."""
+        """Predicted values: ``(n_samples,)``, or ``(n_samples, n_outputs)`` for 2-D ``y``.
+
+        Parameters
+        ----------
+        X : list, ndarray, pandas Series of str, or DataFrame
+            The sequences, as for :meth:`RnaFmEmbedder.transform`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_outputs), float64
+            On the scale of the training targets.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before :meth:`fit`.
+        rnafm_sklearn.WeightsChangedError
+            ``model`` now holds other base weights than those of the fit (fingerprints
+            differ): point ``model`` at the checkpoint of the fit, or fit again.
+        ValueError
+            A sequence the model cannot read (the message names the row and characters), or
+            one longer than the model's window under ``long_sequences="error"``.
+        TypeError
+            ``X`` of an unsupported type (a bare string, a dict, a set).
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmRegressor
+        >>> reg = RnaFmRegressor(model="tests/fixtures/RNA-FM_tiny.pth", train="head",
+        ...                      max_epochs=2, random_state=0, progress=False)
+        >>> reg = reg.fit(["ACGUACGU", "GGGCCC", "ACGUAAAA"], [[0.5, 1], [1.0, 2], [0.2, 3]])
+        >>> reg.predict(["ACGU"]).shape
+        (1, 2)
+        """
         out = self._outputs(X).astype(np.float64) * self._y_scale_ + self._y_mean_
         return out[:, 0] if self._y_1d_ else out
 
 
-RnaFmClassifier.__doc__ = RnaFmClassifier.__doc__.replace("{common}", _COMMON_DOC.rstrip())
-RnaFmRegressor.__doc__ = RnaFmRegressor.__doc__.replace("{common}", _COMMON_DOC.rstrip())

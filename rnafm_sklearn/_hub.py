@@ -139,6 +139,18 @@ KNOWN_STRUCTURE_FILES = {PRETRAINED["rna-fm-ss"].sha256: "RNA-FM-ResNet_PDB-All"
 def cache_dir() -> Path:
     """Folder holding downloaded weights: ``$RNAFM_SKLEARN_HOME`` or the user cache folder.
 
+    Returns
+    -------
+    pathlib.Path
+        ``$RNAFM_SKLEARN_HOME`` (``~`` expanded) when set, else the platform's user cache
+        folder for ``rnafm_sklearn`` (e.g. ``~/.cache/rnafm_sklearn`` on Linux). The folder
+        is not created here.
+
+    Raises
+    ------
+    None
+        Nothing is read or written.
+
     Examples
     --------
     >>> import os
@@ -276,6 +288,11 @@ def pretrained_path(
         ``download(entry, folder) -> path`` fetching the file into ``folder``; defaults to
         the Hugging Face Hub.
 
+    Returns
+    -------
+    pathlib.Path
+        The verified checkpoint file in :func:`cache_dir`.
+
     Raises
     ------
     WeightsUnavailableError
@@ -284,6 +301,8 @@ def pretrained_path(
         download failed.
     rnafm_sklearn.CheckpointError
         The downloaded file does not have the pinned size or SHA-256 (it is discarded).
+    ValueError
+        ``name`` is not a key of ``PRETRAINED``.
 
     Examples
     --------

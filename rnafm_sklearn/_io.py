@@ -40,6 +40,15 @@ def read_fasta(path: str | os.PathLike, descriptions: bool = False) -> pd.Series
         when the file holds no record. With ``descriptions=True``, a DataFrame indexed the
         same way with the columns ``sequence`` and ``description``.
 
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        An empty header, a duplicate id, sequence lines before the first header, or a file
+        that is not readable text (e.g. binary or not UTF-8); the message names the file and
+        line.
+
     Examples
     --------
     >>> from rnafm_sklearn import read_fasta

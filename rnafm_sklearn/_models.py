@@ -349,6 +349,19 @@ def _remember(key: tuple, encoder: RnaFmEncoder) -> None:
 def clear_model_cache() -> None:
     """Forget every loaded encoder (frees memory; the next use reads the checkpoint again).
 
+    Estimators share one loaded copy of each checkpoint per process; this drops all of them
+    (and the configs read from checkpoints). Encoders still referenced elsewhere stay alive
+    until those references go.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    None
+        Clearing an empty cache is fine.
+
     Examples
     --------
     >>> from rnafm_sklearn import clear_model_cache

@@ -129,18 +129,109 @@ progress, cache
         return self._check_common()
 
     def fit(self, X: Any, y: Any = None) -> RnaFmLikelihood:
-        """Check parameters and input and load the model; nothing is learned."""
+        """Check parameters and input and load the model; nothing is learned.
+
+        Parameters
+        ----------
+        X : list, ndarray, pandas Series of str, or DataFrame
+            The sequences, as for :meth:`RnaFmEmbedder.transform`.
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        self : RnaFmLikelihood
+
+        Raises
+        ------
+        ValueError
+            A sequence the model cannot read (the message names the row and the characters),
+            or one longer than the model's window under ``long_sequences="error"``.
+        TypeError
+            ``X`` of an unsupported type (a bare string, a dict, a set).
+        rnafm_sklearn.InvalidParameterError
+            A parameter out of its range (checked before any compute).
+        rnafm_sklearn.CheckpointError
+            A damaged checkpoint, or one without the masked-LM head.
+        rnafm_sklearn.WeightsUnavailableError
+            ``model="rna-fm"`` offline and not downloaded yet.
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmLikelihood
+        >>> tiny = "tests/fixtures/RNA-FM_tiny.pth"
+        >>> RnaFmLikelihood(model=tiny, kind="unmasked").fit(["ACGU"]).kind
+        'unmasked'
+        """
         config, device, stride = self._settings()
         self._log_probs(device, stride)
         self._tokens(X, config)
         return self
 
     def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
-        """``fit(X).transform(X)``, validating ``X`` once."""
+        """``fit(X).transform(X)``, validating ``X`` once.
+
+        Parameters
+        ----------
+        X : list, ndarray, pandas Series of str, or DataFrame
+            The sequences, as for :meth:`RnaFmEmbedder.transform`.
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, 2) or (n_samples, 4), float64
+            As :meth:`transform` returns.
+
+        Raises
+        ------
+        ValueError
+            A sequence the model cannot read (the message names the row and the characters),
+            or one longer than the model's window under ``long_sequences="error"``.
+        TypeError
+            ``X`` of an unsupported type (a bare string, a dict, a set).
+        rnafm_sklearn.InvalidParameterError
+            A parameter out of its range (checked before any compute).
+        rnafm_sklearn.CheckpointError
+            A damaged checkpoint, or one without the masked-LM head.
+        rnafm_sklearn.WeightsUnavailableError
+            ``model="rna-fm"`` offline and not downloaded yet.
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmLikelihood
+        >>> tiny = "tests/fixtures/RNA-FM_tiny.pth"
+        >>> RnaFmLikelihood(model=tiny, kind="unmasked").fit_transform(["ACGUAG", "GGGCCC"]).shape
+        (2, 2)
+        """
         return self.transform(X)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """``["pll", "pll_per_nt"]`` and/or ``["ll_unmasked", "ll_unmasked_per_nt"]``."""
+        """``["pll", "pll_per_nt"]`` and/or ``["ll_unmasked", "ll_unmasked_per_nt"]``.
+
+        For mRNA-FM the per-position names end in ``_per_codon``.
+
+        Parameters
+        ----------
+        input_features : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        ndarray of str objects
+            The column names, in column order.
+
+        Raises
+        ------
+        rnafm_sklearn.InvalidParameterError
+            An unknown ``kind`` or another parameter out of its range.
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmLikelihood
+        >>> list(RnaFmLikelihood(model="tests/fixtures/RNA-FM_tiny.pth").get_feature_names_out())
+        ['pll', 'pll_per_nt']
+        """
         config, _, _ = self._settings()
         unit = family(config.alphabet).unit
         names = []
@@ -153,7 +244,41 @@ progress, cache
     def transform(self, X: Any) -> np.ndarray:
         """Likelihood features, ``(n_samples, 2)`` (``kind="both"``: 4), float64.
 
-        A sequence without any A/C/G/U position has nothing to score: an error naming it.
+        Parameters
+        ----------
+        X : list, ndarray, pandas Series of str, or DataFrame
+            The sequences, as for :meth:`RnaFmEmbedder.transform`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, 2) or (n_samples, 4), float64
+            Per sequence the sum of the log-probabilities and their mean per scored
+            position (see :meth:`get_feature_names_out`), rows in input order; a DataFrame
+            with ``set_output(transform="pandas")``.
+
+        Raises
+        ------
+        ValueError
+            A sequence the model cannot read (the message names the row and the characters),
+            or one longer than the model's window under ``long_sequences="error"``.
+        TypeError
+            ``X`` of an unsupported type (a bare string, a dict, a set).
+        rnafm_sklearn.InvalidParameterError
+            A parameter out of its range (checked before any compute).
+        rnafm_sklearn.CheckpointError
+            A damaged checkpoint, or one without the masked-LM head.
+        rnafm_sklearn.WeightsUnavailableError
+            ``model="rna-fm"`` offline and not downloaded yet.
+            A sequence without any A/C/G/U position (nothing to score) is a ``ValueError``
+            naming it.
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmLikelihood
+        >>> tiny = "tests/fixtures/RNA-FM_tiny.pth"
+        >>> X = RnaFmLikelihood(model=tiny, kind="unmasked").fit_transform(["ACGUAG"])
+        >>> bool(X[0, 0] < 0 and abs(X[0, 1] - X[0, 0] / 6) < 1e-9)
+        True
         """
         config, device, stride = self._settings()
         lp = self._log_probs(device, stride)
@@ -339,20 +464,141 @@ class RnaFmVariantScorer(TransformerMixin, _Scoring):
         return methods, config, device, stride
 
     def fit(self, X: Any, y: Any = None) -> RnaFmVariantScorer:
-        """Check parameters and load the model; nothing is learned."""
+        """Check parameters and load the model; nothing is learned.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame
+            Not read here (see :meth:`transform`).
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        self : RnaFmVariantScorer
+
+        Raises
+        ------
+        rnafm_sklearn.InvalidParameterError
+            An unknown ``method`` or another parameter out of its range.
+        rnafm_sklearn.CheckpointError
+            A damaged checkpoint, or one without the masked-LM head.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> from rnafm_sklearn import RnaFmVariantScorer
+        >>> table = pd.DataFrame({"sequence": ["ACGUAG", "ACGUAG"], "mutations": ["A1G", "WT"]})
+        >>> tiny = "tests/fixtures/RNA-FM_tiny.pth"
+        >>> RnaFmVariantScorer(model=tiny, progress=False).fit(table).method
+        'masked-marginal'
+        """
         _, _, device, stride = self._settings()
         self._log_probs(device, stride)
         return self
 
     def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
+        """``fit(X).transform(X)``.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame
+            As for :meth:`transform`.
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_methods), float64
+            As :meth:`transform` returns.
+
+        Raises
+        ------
+        TypeError
+            ``X`` is not a DataFrame (:func:`score_variants` takes plain lists).
+        ValueError
+            A missing column, a malformed mutation, a reference letter that does not match,
+            a position out of range or an invalid sequence: the message names the row.
+        rnafm_sklearn.InvalidParameterError
+            An unknown ``method`` or another parameter out of its range.
+        rnafm_sklearn.CheckpointError
+            A damaged checkpoint, or one without the masked-LM head.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> from rnafm_sklearn import RnaFmVariantScorer
+        >>> table = pd.DataFrame({"sequence": ["ACGUAG", "ACGUAG"], "mutations": ["A1G", "WT"]})
+        >>> tiny = "tests/fixtures/RNA-FM_tiny.pth"
+        >>> RnaFmVariantScorer(model=tiny, progress=False).fit_transform(table).shape
+        (2, 1)
+        """
         return self.transform(X)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """``score_<method>``, e.g. ``score_masked_marginal``."""
+        """``score_<method>``, e.g. ``score_masked_marginal``.
+
+        Parameters
+        ----------
+        input_features : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        ndarray of str objects
+            One name per method, in the order of ``method``.
+
+        Raises
+        ------
+        rnafm_sklearn.InvalidParameterError
+            An unknown ``method``.
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmVariantScorer
+        >>> scorer = RnaFmVariantScorer(method=["wt-marginal", "masked-marginal"])
+        >>> list(scorer.get_feature_names_out())
+        ['score_wt_marginal', 'score_masked_marginal']
+        """
         return np.asarray(["score_" + m.replace("-", "_") for m in self._methods()], object)
 
     def transform(self, X: Any) -> np.ndarray:
-        """Scores, ``(n_samples, n_methods)``, float64, rows in input order."""
+        """Scores, ``(n_samples, n_methods)``, float64, rows in input order.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame
+            One variant per row: the wild type in ``sequence_column`` and either its
+            mutations in ``mutation_column`` or the mutant sequence in ``mutant_column``.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_methods), float64
+            ``log p(mutant) - log p(wild type)`` per method (above 0: the model prefers the
+            mutant); a DataFrame keeping ``X``'s index with ``set_output(transform="pandas")``.
+
+        Raises
+        ------
+        TypeError
+            ``X`` is not a DataFrame (:func:`score_variants` takes plain lists).
+        ValueError
+            A missing column, a malformed mutation, a reference letter that does not match,
+            a position out of range or an invalid sequence: the message names the row.
+        rnafm_sklearn.InvalidParameterError
+            An unknown ``method`` or another parameter out of its range.
+        rnafm_sklearn.CheckpointError
+            A damaged checkpoint, or one without the masked-LM head.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> from rnafm_sklearn import RnaFmVariantScorer
+        >>> table = pd.DataFrame({"sequence": ["ACGUAG", "ACGUAG"], "mutations": ["A1G", "WT"]})
+        >>> tiny = "tests/fixtures/RNA-FM_tiny.pth"
+        >>> scores = RnaFmVariantScorer(model=tiny, progress=False).fit_transform(table)
+        >>> float(scores[1, 0])
+        0.0
+        """
         if not isinstance(X, pd.DataFrame):
             raise TypeError(
                 f"RnaFmVariantScorer expects a DataFrame with the columns "
@@ -678,6 +924,20 @@ def score_variants(
     When ``sequences`` and ``mutations`` (or ``mutants``) are both pandas objects, they are
     paired by index label (reordered if needed); differing labels are an error. Otherwise
     they are paired by position.
+
+    Raises
+    ------
+    TypeError
+        Neither or both of ``mutations`` and ``mutants`` given.
+    ValueError
+        A malformed mutation, a reference letter that does not match the wild type, a position
+        out of range, a mutant of another length (marginal methods), an invalid sequence or a
+        sequence longer than the model's window without ``long_sequences="window"``: the
+        message names the row.
+    rnafm_sklearn.CheckpointError
+        The checkpoint has no masked-LM head.
+    rnafm_sklearn.InvalidParameterError
+        An unknown ``method`` or option value.
 
     Examples
     --------

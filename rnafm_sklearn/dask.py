@@ -80,6 +80,16 @@ def embed(data: Any, embedder: RnaFmEmbedder) -> Any:
         partitions. A bad sequence raises the library's error naming the partition, the row
         and its index label.
 
+    Raises
+    ------
+    ModuleNotFoundError
+        dask is not installed (``pip install "rnafm_sklearn[dask]"``).
+    TypeError
+        ``embedder`` is not an :class:`~rnafm_sklearn.RnaFmEmbedder`, or ``data`` is not a Dask
+        Series or DataFrame (for pandas or lists call ``embedder.transform``).
+    ValueError
+        A DataFrame whose sequence column cannot be chosen (see ``embedder.column``).
+
     Examples
     --------
     >>> import dask.dataframe as dd, pandas as pd

@@ -1,4 +1,5 @@
 """Secondary structure with RNA-FM: predict, write CT / dot-bracket, draw, and fit your own head.
+==============================================================================================
 
 On bpRNA TS0 (data/bprna-ts0: 1305 bpRNA-1m test structures, SPOT-RNA's split; see its
 PROVENANCE.md), this example
@@ -129,7 +130,7 @@ def plot(sequence: str, truth: str, probs: np.ndarray, predicted: str, title: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--model", default="rna-fm-ss", help="'rna-fm-ss', 'rna-fm' or a path")
     p.add_argument("--output-dir", default="out/examples", type=Path)
     p.add_argument("--n-train", type=int, default=300)

@@ -19,6 +19,7 @@ _GALLERY_OUT = Path(tempfile.mkdtemp(prefix="rnafm-gallery-"))
 QUICK_ARGS = {
     "finetune_riboswitch.py": ["--epochs", "1"],  # as tests/test_examples.py runs it
     "zero_shot_scoring.py": ["--max-sequences", "40"],
+    "secondary_structure.py": ["--quick"],  # as tests/test_examples.py runs it
 }
 
 

@@ -871,8 +871,8 @@ def test_relative_model_path_survives_unpickling_elsewhere(tmp_path, monkeypatch
     # the checkpoint moved: the error says how to point model= at it
     (tmp_path / "ckpt" / "model.pth").rename(tmp_path / "moved.pth")
     message = (
-        f"Checkpoint not found: {tmp_path / 'ckpt' / 'model.pth'}. This RnaFmClassifier was "
-        "fitted with model='ckpt/model.pth'"
+        "RnaFmClassifier was fitted with model='ckpt/model.pth', the checkpoint at "
+        f"{tmp_path / 'ckpt' / 'model.pth'}, which does not exist here"
     )
     with pytest.raises(FileNotFoundError, match=re.escape(message)) as err:
         pickle.loads(blob).predict(SEQS)

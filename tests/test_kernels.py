@@ -414,9 +414,11 @@ def test_autograd_runs_through_padded_batches(real_sequences):
     assert out.requires_grad
     assert_close(out.detach(), expected)  # another attention kernel with autograd on
     out[real].pow(2).mean().backward()
-    encoder_params = [p for n, p in enc.named_parameters() if not n.startswith("lm_head.")]
+    heads = ("lm_head.", "contact_head.")
+    encoder_params = [p for n, p in enc.named_parameters() if not n.startswith(heads)]
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in encoder_params)
     assert all(p.grad is None for p in enc.lm_head.parameters())  # hidden states skip the head
+    assert all(p.grad is None for p in enc.contact_head.parameters())  # and the contact head
     assert enc.layers[0].fc1.weight.grad.abs().sum() > 0
 
 

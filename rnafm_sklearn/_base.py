@@ -91,7 +91,12 @@ class RnaFmEstimator(BaseEstimator):
         directory reads the checkpoint of the fit; a ``model`` set since takes precedence.
         """
         given, resolved = self.__dict__.get("_resolved_model", (None, None))
-        if resolved is None or type(given) is not type(self.model) or given != self.model:
+        if (
+            resolved is None
+            or resolved == given  # a named model ("rna-fm") or a path that was absolute
+            or type(given) is not type(self.model)
+            or given != self.model
+        ):
             return self.model
         if not os.path.exists(resolved):
             raise FileNotFoundError(

@@ -10,7 +10,7 @@ from conftest import TINY_PTH
 
 import rnafm_sklearn._finetune as finetune
 import rnafm_sklearn._training as training
-from rnafm_sklearn import RnaFmClassifier, RnaFmRegressor
+from rnafm_sklearn import RnaFmClassifier, RnaFmEmbedder, RnaFmRegressor
 
 MODEL = str(TINY_PTH)
 _rng = np.random.default_rng(5)
@@ -188,6 +188,16 @@ def test_relative_model_path_survives_unpickling_in_another_directory(
         loaded.predict_proba(SEQS)
     loaded.set_params(model="moved.pth")  # weights checked against the fit's fingerprint
     np.testing.assert_allclose(loaded.predict_proba(SEQS), expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("make", [clf, lambda **kw: RnaFmEmbedder(**kw)])
+def test_a_named_model_is_loaded_by_its_name_after_fit(make):
+    """model='rna-fm' is no path: after a fit it must still be loaded by name (it was taken for
+    a moved checkpoint at './rna-fm': FileNotFoundError on every predict after a fit)."""
+    est = make(model="rna-fm")
+    est.__dict__.update(est._resolved_model_attribute())  # what fit records
+    assert est._resolved_model == ("rna-fm", "rna-fm")
+    assert est._model_source() == "rna-fm"
 
 
 def test_refit_reads_the_relative_path_anew(tmp_path, monkeypatch):

@@ -14,7 +14,6 @@ from sklearn.base import TransformerMixin
 from ._alphabet import get_alphabet, row_name
 from ._base import (
     AGGREGATIONS,
-    DEFAULT_BATCH_TOKENS,
     POLICIES,
     POOLING_CHOICES,
     TRUNCATION_SIDES,
@@ -22,6 +21,7 @@ from ._base import (
     _deduplicate,
     select_column,
 )
+from ._choices import DEFAULT_BATCH_TOKENS
 from ._contacts import attention_maps, contact_maps
 from ._encoder import RnaFmConfig
 from ._errors import InvalidParameterError

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from sklearn.base import TransformerMixin
 
-from ._alphabet import get_alphabet, row_name
+from ._alphabet import row_name
 from ._base import (
     AGGREGATIONS,
     POLICIES,
@@ -27,7 +27,7 @@ from ._encoder import RnaFmConfig
 from ._errors import InvalidParameterError
 from ._family import family
 from ._inference import Plan, Runner
-from ._lm import LogProbs, masked_batch_tokens, missing_head_message
+from ._lm import masked_lm
 
 __all__ = [
     "AGGREGATIONS",
@@ -262,11 +262,8 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
             )
         plan, config, device = self._settings()
         runner = self._runner(self._encoder(device))
-        if runner.encoder.lm_head is None:
-            raise ValueError(missing_head_message(self.model))
+        lp = masked_lm(runner, self.model, self.batch_tokens, plan.window_stride)
         tokens, _ = self._tokens(X, config)
-        budget = masked_batch_tokens(self.batch_tokens, runner.encoder)
-        lp = LogProbs(runner, get_alphabet(config.alphabet), plan.window_stride, budget)
         unique, inverse = _deduplicate(tokens)
         if not masked:
             passes = lp.n_unmasked_passes(unique)

@@ -49,7 +49,7 @@ from ._training import (
     classification_loss,
     r2,
     regression_loss,
-    steps_per_epoch,
+    total_steps,
     train,
 )
 
@@ -217,7 +217,7 @@ class _RnaFmFineTuner(RnaFmEstimator):
             loss, score = classification_loss, accuracy
         else:
             loss, score = regression_loss, r2
-        steps = s.options.max_epochs * steps_per_epoch(len(data), s.options.batch_size)
+        steps = total_steps(len(data), s.options.batch_size, s.options.max_epochs)
         progress = SimpleNamespace(progress=None)
         with self._progress(progress, steps, "step"):
             options = s.options

@@ -22,7 +22,7 @@ from torch import nn
 
 from ._encoder import RnaFmEncoder
 from ._inference import Plan, Runner
-from ._training import _autocast, epoch_rng
+from ._training import _autocast, epoch_rng, warmup_linear_decay
 
 __all__ = [
     "PairData",
@@ -204,15 +204,8 @@ def train_pair_head(
         groups.append({"params": list(encoder_params.values()), "lr": options.learning_rate})
     optimizer = torch.optim.AdamW(groups, weight_decay=options.weight_decay)
     budget = options.batch_pairs
-    total = max(1, pair_steps(data.lengths, budget, options.seed, options.max_epochs))
-    warmup = max(1, round(options.warmup_fraction * total)) if options.warmup_fraction else 0
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    total = pair_steps(data.lengths, budget, options.seed, options.max_epochs)
+    scheduler = warmup_linear_decay(optimizer, total, options.warmup_fraction)
     scaler = torch.amp.GradScaler(device.type, enabled=options.autocast == torch.float16)
     result = PairTrainResult(head={}, encoder={})
     best, since_best = -math.inf, 0

@@ -39,6 +39,8 @@ __all__ = [
     "r2",
     "regression_loss",
     "steps_per_epoch",
+    "total_steps",
+    "warmup_linear_decay",
     "train",
 ]
 
@@ -162,6 +164,28 @@ def steps_per_epoch(n_rows: int, batch_size: int) -> int:
     return -(-n_rows // batch_size)
 
 
+def total_steps(n_rows: int, batch_size: int, max_epochs: int) -> int:
+    """The optimizer steps of a whole fit (``max_epochs`` epochs, no early stop)."""
+    return max_epochs * steps_per_epoch(n_rows, batch_size)
+
+
+def warmup_linear_decay(
+    optimizer: torch.optim.Optimizer, total: int, warmup_fraction: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning-rate schedule of every fit: linear warm-up over ``warmup_fraction`` of the
+    ``total`` steps (at least one step when the fraction is positive), then linear decay to
+    zero at ``total``."""
+    total = max(1, total)
+    warmup = max(1, round(warmup_fraction * total)) if warmup_fraction else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 @dataclass(frozen=True)
 class TrainOptions:
     """How to train (resolved by the estimator; see its docstring for each meaning)."""
@@ -244,15 +268,8 @@ def train(
     if encoder_params:
         groups.append({"params": list(encoder_params.values()), "lr": options.learning_rate})
     optimizer = torch.optim.AdamW(groups, weight_decay=options.weight_decay)
-    total = max(1, options.max_epochs * steps_per_epoch(len(data), options.batch_size))
-    warmup = max(1, round(options.warmup_fraction * total)) if options.warmup_fraction else 0
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    total = total_steps(len(data), options.batch_size, options.max_epochs)
+    scheduler = warmup_linear_decay(optimizer, total, options.warmup_fraction)
     # float16 (unlike bfloat16) has float32's precision but not its range: small gradients
     # flush to zero unless the loss is scaled up (and steps with inf/NaN gradients skipped)
     scaler = torch.amp.GradScaler(device.type, enabled=options.autocast == torch.float16)

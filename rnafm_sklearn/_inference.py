@@ -86,15 +86,20 @@ def window_ownership(n: int, window: int, stride: int) -> list[tuple[int, int, i
 
 
 def pack_batches(
-    lengths: Sequence[int], budget: int, counts: Sequence[int] | None = None
+    lengths: Sequence[int],
+    budget: int,
+    counts: Sequence[int] | None = None,
+    order: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """Group items (sorted longest first) so that ``max_len * n_rows <= budget``.
 
     ``counts[i]`` is the number of padded rows item ``i`` occupies (default 1: one piece;
-    a windowed sequence in training occupies one row per window). An item over the budget
-    gets a batch of its own.
+    a windowed sequence in training occupies one row per window; a pair map, its length).
+    ``order`` cuts the items in that order instead (e.g. a random one). An item over the
+    budget gets a batch of its own.
     """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    if order is None:
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     current: list[int] = []
     width = rows = 0

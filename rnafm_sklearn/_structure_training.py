@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._encoder import RnaFmEncoder
-from ._inference import Plan, Runner
+from ._inference import Plan, Runner, pack_batches
 from ._training import _autocast, epoch_rng, warmup_linear_decay
 
 __all__ = [
@@ -154,19 +154,7 @@ def pair_loss(
 def pair_batches(lengths: Sequence[int], budget: int, rng: np.random.Generator) -> list[list[int]]:
     """One epoch's batches: a random order cut greedily so that ``max(L) * sum(L)`` (about
     ``B * L^2``, the map elements) stays within ``budget``; a row over it is a batch alone."""
-    batches: list[list[int]] = []
-    current: list[int] = []
-    width = total = 0
-    for i in rng.permutation(len(lengths)).tolist():
-        n = lengths[i]
-        if current and max(width, n) * (total + n) > budget:
-            batches.append(current)
-            current, width, total = [], 0, 0
-        current.append(i)
-        width, total = max(width, n), total + n
-    if current:
-        batches.append(current)
-    return batches
+    return pack_batches(lengths, budget, lengths, rng.permutation(len(lengths)).tolist())
 
 
 def pair_steps(lengths: Sequence[int], budget: int, seed: int, epochs: int) -> int:

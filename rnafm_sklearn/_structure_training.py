@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._encoder import RnaFmEncoder
-from ._inference import Plan, Runner, pack_batches
+from ._inference import Plan, Runner, pack_batches, stitch
 from ._training import _autocast, epoch_rng, warmup_linear_decay
 
 __all__ = [
@@ -95,11 +95,7 @@ def token_states(
     """
     pieces, ids = runner.padded_pieces(token_lists, plan.window_stride)
     states = encoder(ids, layers=plan.layers[:1])[plan.layers[0]].float()  # (P, T, E)
-    parts: list[list[torch.Tensor]] = [[] for _ in token_lists]
-    for row, p in enumerate(pieces):
-        a, b = p.keep
-        parts[p.seq].append(states[row, 1 + a - p.start : 1 + b - p.start])
-    return [x[0] if len(x) == 1 else torch.cat(x) for x in parts]
+    return [h for h, _, _ in stitch(pieces, states, len(token_lists))]
 
 
 def pad_states(states: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._encoder import RnaFmEncoder
-from ._inference import Plan, Runner, _pool, pack_batches
+from ._inference import Plan, Runner, _pool, pack_batches, stitch
 
 __all__ = [
     "Data",
@@ -109,27 +109,8 @@ def pooled_features(
     states = torch.stack([out[k] for k in plan.layers]).float()  # (G, P, T, E)
     if plan.aggregate == "mean":
         states = states.mean(0, keepdim=True)
-    by_seq: list[list[int]] = [[] for _ in token_lists]
-    for row, p in enumerate(pieces):
-        by_seq[p.seq].append(row)
-    rows = []
-    for rows_of_seq in by_seq:
-        if len(rows_of_seq) == 1:
-            row = rows_of_seq[0]
-            n = pieces[row].n
-            h, cls, eos = states[:, row, 1 : 1 + n], states[:, row, 0], states[:, row, 1 + n]
-        else:
-            parts, cls_parts, eos_parts = [], [], []
-            for row in rows_of_seq:
-                p = pieces[row]
-                a, b = p.keep
-                parts.append(states[:, row, 1 + a - p.start : 1 + b - p.start])
-                cls_parts.append(states[:, row, 0])
-                eos_parts.append(states[:, row, 1 + p.n])
-            h = torch.cat(parts, dim=1)
-            cls, eos = torch.stack(cls_parts).mean(0), torch.stack(eos_parts).mean(0)
-        rows.append(_pool(h, cls, eos, plan.poolings).reshape(-1))
-    return torch.stack(rows)
+    stitched = stitch(pieces, states, len(token_lists))
+    return torch.stack([_pool(*seq, plan.poolings).reshape(-1) for seq in stitched])
 
 
 def epoch_batches(n_rows: int, batch_size: int, rng: np.random.Generator) -> list[list[int]]:

@@ -25,10 +25,10 @@ from ._alphabet import get_alphabet, normalize_sequences, row_name
 from ._cache import EmbeddingCache
 from ._choices import (
     AGGREGATIONS,
-    DEFAULT_BATCH_TOKENS,
     POLICIES,
     POOLING_CHOICES,
     TRUNCATION_SIDES,
+    default_batch_tokens,
 )
 from ._encoder import RnaFmConfig, RnaFmEncoder
 from ._errors import InvalidParameterError, warn
@@ -204,9 +204,7 @@ class RnaFmEstimator(BaseEstimator):
         return get_encoder(self._model_source(), device, DTYPES[self.dtype])
 
     def _runner(self, encoder: RnaFmEncoder) -> Runner:
-        budget = self.batch_tokens or DEFAULT_BATCH_TOKENS.get(
-            next(encoder.parameters()).device.type, 4096
-        )
+        budget = default_batch_tokens(self.batch_tokens, next(encoder.parameters()).device.type)
         return Runner(encoder, batch_tokens=budget)
 
     def _tokens(self, X: Any, config: RnaFmConfig) -> tuple[list[bytes], list[object] | None]:

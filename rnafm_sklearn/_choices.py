@@ -16,6 +16,7 @@ __all__ = [
     "POOLINGS",
     "POOLING_CHOICES",
     "TRUNCATION_SIDES",
+    "default_batch_tokens",
 ]
 
 POOLINGS = ("mean", "max", "cls", "eos")
@@ -28,6 +29,13 @@ DTYPE_NAMES = ("float32", "bfloat16", "float16")
 # flat within a few per cent from 512 to 2048 tokens and 1024 fits one sequence of the maximal
 # length. CUDA and MPS: sized for the memory of common cards, halved on out-of-memory.
 DEFAULT_BATCH_TOKENS = {"cpu": 1024, "cuda": 32768, "mps": 8192}
+
+
+def default_batch_tokens(batch_tokens: int | None, device_type: str) -> int:
+    """The token budget: ``batch_tokens`` if set, else the default of the device type."""
+    return batch_tokens or DEFAULT_BATCH_TOKENS.get(device_type, 4096)
+
+
 # masked-LM scoring: the variant-score conventions and the likelihood features
 METHODS = ("wt-marginal", "masked-marginal", "mutant-marginal", "pseudo-likelihood")
 KINDS = ("pseudo", "unmasked", "both")

@@ -11,10 +11,9 @@ import numpy as np
 import torch
 from sklearn.base import TransformerMixin
 
-from ._alphabet import get_alphabet, row_name
+from ._alphabet import row_name
 from ._base import (
     AGGREGATIONS,
-    DEFAULT_BATCH_TOKENS,
     POLICIES,
     POOLING_CHOICES,
     TRUNCATION_SIDES,
@@ -22,12 +21,13 @@ from ._base import (
     _deduplicate,
     select_column,
 )
+from ._choices import DEFAULT_BATCH_TOKENS
 from ._contacts import attention_maps, contact_maps
 from ._encoder import RnaFmConfig
 from ._errors import InvalidParameterError
 from ._family import family
 from ._inference import Plan, Runner
-from ._lm import LogProbs, masked_batch_tokens, missing_head_message
+from ._lm import masked_lm
 
 __all__ = [
     "AGGREGATIONS",
@@ -386,11 +386,8 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
             )
         plan, config, device = self._settings()
         runner = self._runner(self._encoder(device))
-        if runner.encoder.lm_head is None:
-            raise ValueError(missing_head_message(self.model))
+        lp = masked_lm(runner, self.model, self.batch_tokens, plan.window_stride)
         tokens, _ = self._tokens(X, config)
-        budget = masked_batch_tokens(self.batch_tokens, runner.encoder)
-        lp = LogProbs(runner, get_alphabet(config.alphabet), plan.window_stride, budget)
         unique, inverse = _deduplicate(tokens)
         if not masked:
             passes = lp.n_unmasked_passes(unique)

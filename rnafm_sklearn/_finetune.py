@@ -29,7 +29,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._adapters import LORA_TARGETS, TrainSpec, merged_state, parse_train, trainable_encoder
 from ._alphabet import row_name
-from ._base import DEFAULT_BATCH_TOKENS, RnaFmEstimator
+from ._base import RnaFmEstimator
+from ._choices import default_batch_tokens
 from ._encoder import RnaFmConfig, RnaFmEncoder
 from ._errors import InvalidParameterError, WeightsChangedError, warn
 from ._inference import Plan, Runner, feature_width, n_windows
@@ -48,7 +49,7 @@ from ._training import (
     classification_loss,
     r2,
     regression_loss,
-    steps_per_epoch,
+    total_steps,
     train,
 )
 
@@ -241,7 +242,7 @@ class _RnaFmFineTuner(RnaFmEstimator):
             loss, score = classification_loss, accuracy
         else:
             loss, score = regression_loss, r2
-        steps = s.options.max_epochs * steps_per_epoch(len(data), s.options.batch_size)
+        steps = total_steps(len(data), s.options.batch_size, s.options.max_epochs)
         progress = SimpleNamespace(progress=None)
         with self._progress(progress, steps, "step"):
             options = s.options
@@ -385,7 +386,7 @@ class _RnaFmFineTuner(RnaFmEstimator):
         else:
             lr = self.learning_rate or DEFAULT_LEARNING_RATES[spec.mode]
             head_lr = self.head_learning_rate or DEFAULT_HEAD_LEARNING_RATE
-        budget = self.batch_tokens or DEFAULT_BATCH_TOKENS.get(device.type, 4096)
+        budget = default_batch_tokens(self.batch_tokens, device.type)
         autocast = None if self.dtype == "float32" else DTYPES[self.dtype]
         options = TrainOptions(
             max_epochs=int(self.max_epochs),

@@ -54,6 +54,46 @@ class _Piece:
     keep: tuple[int, int]  # sequence positions [a, b) whose states are taken from this piece
     masked: int = -1  # sequence position replaced by <mask> in this piece (-1: none)
 
+    @property
+    def kept(self) -> slice:
+        """Columns of the piece's padded row (``<cls>`` first) holding positions ``keep``."""
+        a, b = self.keep
+        return slice(1 + a - self.start, 1 + b - self.start)
+
+
+def _window_mean(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``<cls>``/``<eos>`` of a windowed sequence: the average over its windows."""
+    return torch.stack(list(parts)).mean(0)
+
+
+def stitch(
+    pieces: Sequence[_Piece], states: torch.Tensor, n_sequences: int
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per sequence ``(states (..., L, E), cls (..., E), eos (..., E))`` from per-piece rows.
+
+    ``states`` is ``(..., n_pieces, T, E)``, row ``r`` computed from ``pieces[r]`` (as from
+    :meth:`Runner.padded_pieces`); every operation keeps autograd. The rule of the runner's
+    streamed outputs: each position from the window that owns it (see
+    :func:`window_ownership`), ``<cls>``/``<eos>`` averaged over a sequence's windows.
+    """
+    by_seq: list[list[int]] = [[] for _ in range(n_sequences)]
+    for row, p in enumerate(pieces):
+        by_seq[p.seq].append(row)
+    out = []
+    for rows in by_seq:
+        if len(rows) == 1:
+            row = rows[0]
+            n = pieces[row].n
+            out.append(
+                (states[..., row, 1 : 1 + n, :], states[..., row, 0, :], states[..., row, 1 + n, :])
+            )
+            continue
+        h = torch.cat([states[..., r, pieces[r].kept, :] for r in rows], dim=-2)
+        cls = _window_mean([states[..., r, 0, :] for r in rows])
+        eos = _window_mean([states[..., r, 1 + pieces[r].n, :] for r in rows])
+        out.append((h, cls, eos))
+    return out
+
 
 def feature_width(plan: Plan, hidden: int) -> int:
     """Number of pooled features per sequence."""
@@ -86,15 +126,20 @@ def window_ownership(n: int, window: int, stride: int) -> list[tuple[int, int, i
 
 
 def pack_batches(
-    lengths: Sequence[int], budget: int, counts: Sequence[int] | None = None
+    lengths: Sequence[int],
+    budget: int,
+    counts: Sequence[int] | None = None,
+    order: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """Group items (sorted longest first) so that ``max_len * n_rows <= budget``.
 
     ``counts[i]`` is the number of padded rows item ``i`` occupies (default 1: one piece;
-    a windowed sequence in training occupies one row per window). An item over the budget
-    gets a batch of its own.
+    a windowed sequence in training occupies one row per window; a pair map, its length).
+    ``order`` cuts the items in that order instead (e.g. a random one). An item over the
+    budget gets a batch of its own.
     """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    if order is None:
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     current: list[int] = []
     width = rows = 0
@@ -329,13 +374,12 @@ class Runner:
                         n_pieces[p.seq], h.new_empty((h.shape[0], total, h.shape[2]))
                     )
                 a, b = p.keep
-                acc.states[:, a:b] = h[:, 1 + a - p.start : 1 + b - p.start]
+                acc.states[:, a:b] = h[:, p.kept]
                 acc.cls.append(h[:, 0])
                 acc.eos.append(h[:, 1 + n])
                 if len(acc.cls) == acc.n_pieces:
                     del pending[p.seq]
-                    # <cls>/<eos> of a windowed sequence: the average over its windows.
-                    cls, eos = torch.stack(acc.cls).mean(0), torch.stack(acc.eos).mean(0)
+                    cls, eos = _window_mean(acc.cls), _window_mean(acc.eos)
                     finished.append((p.seq, (acc.states, cls, eos)))
             if self.progress is not None:
                 self.progress(len(batch))  # pieces: sequences, or windows of long ones
@@ -408,7 +452,7 @@ class Runner:
                         (len(token_lists[p.seq]), len(columns)), np.float32
                     )
                 a, b = p.keep
-                out[a:b] = lp[row, 1 + a - p.start : 1 + b - p.start].numpy()
+                out[a:b] = lp[row, p.kept].numpy()
             if self.progress is not None:
                 self.progress(len(batch))
         return result  # type: ignore[return-value]

@@ -43,7 +43,7 @@ def _jagged_constructor():
     return make if {"min_seqlen", "max_seqlen"} <= set(params) else None
 
 
-# None sends attention_varlen to its per-sequence loop and makes supported() False.
+# None makes supported() False (the encoder then takes the padded path).
 _JAGGED = _jagged_constructor()
 # Head sizes that both fused kernels take: flash attention needs a multiple of 8 up to 256,
 # the memory-efficient kernel a multiple of 4 (float32) or 8 (float16/bfloat16).
@@ -107,20 +107,25 @@ def attention_varlen(
     ------
     ValueError
         ``segments`` do not tile rows ``0:n`` in order.
+    RuntimeError
+        This torch has no usable jagged nested tensors (see :func:`supported`).
 
     Notes
     -----
     Where :func:`supported` says so, q, k and v go to the fused kernel as strided views of
     ``qkv``, without a copy. Elsewhere (the CPU, other dtypes) they are copied to contiguous
     buffers first, which PyTorch's reference (math) implementation for nested tensors needs;
-    this is how CI checks the layout on the CPU. Without a usable
-    ``torch.nested.nested_tensor_from_jagged`` the sequences are computed one
-    ``scaled_dot_product_attention`` call each. Autograd works in all cases.
+    this is how CI checks the layout on the CPU. It needs a usable
+    ``torch.nested.nested_tensor_from_jagged`` (:func:`supported` is False without one, and
+    the encoder then takes the padded path). Autograd works in all cases.
     """
     rows, E = qkv.shape[0], qkv.shape[1] // 3
     lengths = _check_segments(segments, n)
     if _JAGGED is None:
-        return _attention_per_sequence(qkv, segments, n, num_heads)
+        raise RuntimeError(
+            "attention_varlen needs torch.nested.nested_tensor_from_jagged with min_seqlen and "
+            "max_seqlen (torch >= 2.5); call it only where supported() is True."
+        )
     if n == 0:
         return qkv.new_zeros(rows, E)
     D = E // num_heads
@@ -166,19 +171,3 @@ def _offsets(lengths: tuple[int, ...], device: torch.device) -> torch.Tensor:
     if device.type == "cuda":
         return offsets.pin_memory().to(device, non_blocking=True)
     return offsets.to(device)
-
-
-def _attention_per_sequence(
-    qkv: torch.Tensor, segments: list[tuple[int, int]], n: int, num_heads: int
-) -> torch.Tensor:
-    """:func:`attention_varlen` as one ``scaled_dot_product_attention`` call per sequence."""
-    rows, E = qkv.shape[0], qkv.shape[1] // 3
-    parts = []
-    for first, length in segments:
-        if length == 0:
-            continue
-        # (length, 3E) => (length, 3, H, D) => (3, H, length, D)
-        q, k, v = qkv[first : first + length].view(length, 3, num_heads, -1).permute(1, 2, 0, 3)
-        parts.append(F.scaled_dot_product_attention(q, k, v).transpose(0, 1).reshape(length, E))
-    parts.append(qkv.new_zeros(rows - n, E))
-    return torch.cat(parts)

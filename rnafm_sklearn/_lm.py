@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ._alphabet import Alphabet
+from ._alphabet import Alphabet, get_alphabet
 from ._encoder import RnaFmEncoder
 from ._inference import Runner, n_windows
 
@@ -26,6 +26,7 @@ __all__ = [
     "LogProbs",
     "candidate_tokens",
     "masked_batch_tokens",
+    "masked_lm",
     "missing_head_message",
 ]
 
@@ -54,6 +55,19 @@ def missing_head_message(model: object) -> str:
         "RnaFmForMaskedLM / RnaFmForPreTraining folders, and in folders written by "
         "rnafm_sklearn.save_model or convert_checkpoint from one of those."
     )
+
+
+def masked_lm(runner: Runner, model: object, batch_tokens: int | None, stride: int) -> LogProbs:
+    """The estimators' masked-LM set-up: ``LogProbs`` over the runner's encoder.
+
+    Raises the missing-head error (naming ``model``) for an encoder without the masked-LM
+    head; masked passes get the budget of :func:`masked_batch_tokens`.
+    """
+    encoder = runner.encoder
+    if encoder.lm_head is None:
+        raise ValueError(missing_head_message(model))
+    alphabet = get_alphabet(encoder.config.alphabet)
+    return LogProbs(runner, alphabet, stride, masked_batch_tokens(batch_tokens, encoder))
 
 
 def candidate_tokens(alphabet: Alphabet) -> tuple[str, ...]:

@@ -30,7 +30,6 @@ __all__ = [
     "Variant",
     "all_single_mutants",
     "apply",
-    "masked_positions",
     "mutations_from_mutant",
     "parse_mutations",
 ]
@@ -397,33 +396,6 @@ def apply(
         seen.add(sub.position)
         tokens[sub.position] = sub.alt
     return "".join(tokens)
-
-
-def masked_positions(variants: Iterable[Iterable[Substitution]]) -> list[int]:
-    """The distinct token positions that need a masked pass (masked-marginal), sorted.
-
-    Masked-marginal scoring masks each mutated position in the wild type, one forward pass
-    per distinct position, shared by every variant of that wild type: 1000 variants at 50
-    positions cost 50 passes.
-
-    Parameters
-    ----------
-    variants : iterable of Variant
-        The variants of one wild type.
-
-    Returns
-    -------
-    list of int
-        0-based token positions.
-
-    Examples
-    --------
-    >>> from rnafm_sklearn._mutations import masked_positions, parse_mutations
-    >>> wt = "ACGUACGU"
-    >>> masked_positions(parse_mutations(m, wt) for m in ["A1G", "A1C:G3A", "G3U", "WT"])
-    [0, 2]
-    """
-    return sorted({sub.position for variant in variants for sub in variant})
 
 
 def all_single_mutants(

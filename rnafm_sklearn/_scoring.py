@@ -24,7 +24,7 @@ from ._choices import KINDS, METHODS
 from ._encoder import RnaFmConfig
 from ._errors import warn
 from ._family import family
-from ._lm import LogProbs, masked_batch_tokens, missing_head_message
+from ._lm import LogProbs, masked_lm
 from ._models import weights_fingerprint
 from ._mutations import Variant, apply, mutations_from_mutant, parse_mutations
 
@@ -51,12 +51,7 @@ class _Scoring(RnaFmEstimator):
         return True  # stateless: nothing is learned
 
     def _log_probs(self, device: torch.device, stride: int) -> LogProbs:
-        encoder = self._encoder(device)
-        if encoder.lm_head is None:
-            raise ValueError(missing_head_message(self.model))
-        alphabet = get_alphabet(encoder.config.alphabet)
-        budget = masked_batch_tokens(self.batch_tokens, encoder)
-        return LogProbs(self._runner(encoder), alphabet, stride, budget)
+        return masked_lm(self._runner(self._encoder(device)), self.model, self.batch_tokens, stride)
 
 
 class RnaFmLikelihood(TransformerMixin, _Scoring):

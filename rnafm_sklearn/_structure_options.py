@@ -11,7 +11,7 @@ import torch
 from sklearn.utils import check_random_state
 
 from ._adapters import LORA_TARGETS
-from ._base import DEFAULT_BATCH_TOKENS
+from ._choices import default_batch_tokens
 from ._models import DTYPES
 from ._structure_training import PairData, PairTrainOptions, pair_steps
 
@@ -80,7 +80,7 @@ def train_options(est: Any, device: torch.device) -> SimpleNamespace:
         min_separation=int(est.min_loop_length) + 1,
         verbose=bool(est.verbose),
     )
-    tokens = est.batch_tokens or DEFAULT_BATCH_TOKENS.get(device.type, 4096)
+    tokens = default_batch_tokens(est.batch_tokens, device.type)
     return SimpleNamespace(train=train, seed=seed, batch_tokens_encoder=int(tokens))
 
 

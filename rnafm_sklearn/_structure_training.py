@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._encoder import RnaFmEncoder
-from ._inference import Plan, Runner
-from ._training import _autocast, epoch_rng
+from ._inference import Plan, Runner, pack_batches, stitch
+from ._training import _autocast, epoch_rng, warmup_linear_decay
 
 __all__ = [
     "PairData",
@@ -95,11 +95,7 @@ def token_states(
     """
     pieces, ids = runner.padded_pieces(token_lists, plan.window_stride)
     states = encoder(ids, layers=plan.layers[:1])[plan.layers[0]].float()  # (P, T, E)
-    parts: list[list[torch.Tensor]] = [[] for _ in token_lists]
-    for row, p in enumerate(pieces):
-        a, b = p.keep
-        parts[p.seq].append(states[row, 1 + a - p.start : 1 + b - p.start])
-    return [x[0] if len(x) == 1 else torch.cat(x) for x in parts]
+    return [h for h, _, _ in stitch(pieces, states, len(token_lists))]
 
 
 def pad_states(states: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,19 +150,7 @@ def pair_loss(
 def pair_batches(lengths: Sequence[int], budget: int, rng: np.random.Generator) -> list[list[int]]:
     """One epoch's batches: a random order cut greedily so that ``max(L) * sum(L)`` (about
     ``B * L^2``, the map elements) stays within ``budget``; a row over it is a batch alone."""
-    batches: list[list[int]] = []
-    current: list[int] = []
-    width = total = 0
-    for i in rng.permutation(len(lengths)).tolist():
-        n = lengths[i]
-        if current and max(width, n) * (total + n) > budget:
-            batches.append(current)
-            current, width, total = [], 0, 0
-        current.append(i)
-        width, total = max(width, n), total + n
-    if current:
-        batches.append(current)
-    return batches
+    return pack_batches(lengths, budget, lengths, rng.permutation(len(lengths)).tolist())
 
 
 def pair_steps(lengths: Sequence[int], budget: int, seed: int, epochs: int) -> int:
@@ -204,15 +188,8 @@ def train_pair_head(
         groups.append({"params": list(encoder_params.values()), "lr": options.learning_rate})
     optimizer = torch.optim.AdamW(groups, weight_decay=options.weight_decay)
     budget = options.batch_pairs
-    total = max(1, pair_steps(data.lengths, budget, options.seed, options.max_epochs))
-    warmup = max(1, round(options.warmup_fraction * total)) if options.warmup_fraction else 0
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    total = pair_steps(data.lengths, budget, options.seed, options.max_epochs)
+    scheduler = warmup_linear_decay(optimizer, total, options.warmup_fraction)
     scaler = torch.amp.GradScaler(device.type, enabled=options.autocast == torch.float16)
     result = PairTrainResult(head={}, encoder={})
     best, since_best = -math.inf, 0

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._encoder import RnaFmEncoder
-from ._inference import Plan, Runner, _pool, pack_batches
+from ._inference import Plan, Runner, _pool, pack_batches, stitch
 
 __all__ = [
     "Data",
@@ -39,6 +39,8 @@ __all__ = [
     "r2",
     "regression_loss",
     "steps_per_epoch",
+    "total_steps",
+    "warmup_linear_decay",
     "train",
 ]
 
@@ -107,27 +109,8 @@ def pooled_features(
     states = torch.stack([out[k] for k in plan.layers]).float()  # (G, P, T, E)
     if plan.aggregate == "mean":
         states = states.mean(0, keepdim=True)
-    by_seq: list[list[int]] = [[] for _ in token_lists]
-    for row, p in enumerate(pieces):
-        by_seq[p.seq].append(row)
-    rows = []
-    for rows_of_seq in by_seq:
-        if len(rows_of_seq) == 1:
-            row = rows_of_seq[0]
-            n = pieces[row].n
-            h, cls, eos = states[:, row, 1 : 1 + n], states[:, row, 0], states[:, row, 1 + n]
-        else:
-            parts, cls_parts, eos_parts = [], [], []
-            for row in rows_of_seq:
-                p = pieces[row]
-                a, b = p.keep
-                parts.append(states[:, row, 1 + a - p.start : 1 + b - p.start])
-                cls_parts.append(states[:, row, 0])
-                eos_parts.append(states[:, row, 1 + p.n])
-            h = torch.cat(parts, dim=1)
-            cls, eos = torch.stack(cls_parts).mean(0), torch.stack(eos_parts).mean(0)
-        rows.append(_pool(h, cls, eos, plan.poolings).reshape(-1))
-    return torch.stack(rows)
+    stitched = stitch(pieces, states, len(token_lists))
+    return torch.stack([_pool(*seq, plan.poolings).reshape(-1) for seq in stitched])
 
 
 def epoch_batches(n_rows: int, batch_size: int, rng: np.random.Generator) -> list[list[int]]:
@@ -160,6 +143,28 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
 def steps_per_epoch(n_rows: int, batch_size: int) -> int:
     """The number of optimizer steps of every epoch."""
     return -(-n_rows // batch_size)
+
+
+def total_steps(n_rows: int, batch_size: int, max_epochs: int) -> int:
+    """The optimizer steps of a whole fit (``max_epochs`` epochs, no early stop)."""
+    return max_epochs * steps_per_epoch(n_rows, batch_size)
+
+
+def warmup_linear_decay(
+    optimizer: torch.optim.Optimizer, total: int, warmup_fraction: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning-rate schedule of every fit: linear warm-up over ``warmup_fraction`` of the
+    ``total`` steps (at least one step when the fraction is positive), then linear decay to
+    zero at ``total``."""
+    total = max(1, total)
+    warmup = max(1, round(warmup_fraction * total)) if warmup_fraction else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 @dataclass(frozen=True)
@@ -244,15 +249,8 @@ def train(
     if encoder_params:
         groups.append({"params": list(encoder_params.values()), "lr": options.learning_rate})
     optimizer = torch.optim.AdamW(groups, weight_decay=options.weight_decay)
-    total = max(1, options.max_epochs * steps_per_epoch(len(data), options.batch_size))
-    warmup = max(1, round(options.warmup_fraction * total)) if options.warmup_fraction else 0
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    total = total_steps(len(data), options.batch_size, options.max_epochs)
+    scheduler = warmup_linear_decay(optimizer, total, options.warmup_fraction)
     # float16 (unlike bfloat16) has float32's precision but not its range: small gradients
     # flush to zero unless the loss is scaled up (and steps with inf/NaN gradients skipped)
     scaler = torch.amp.GradScaler(device.type, enabled=options.autocast == torch.float16)

@@ -17,7 +17,7 @@ import rnafm_sklearn._training as training
 from rnafm_sklearn import RnaFmClassifier, RnaFmRegressor
 from rnafm_sklearn._adapters import TrainSpec, trainable_encoder
 from rnafm_sklearn._alphabet import get_alphabet
-from rnafm_sklearn._base import DEFAULT_BATCH_TOKENS
+from rnafm_sklearn._choices import DEFAULT_BATCH_TOKENS
 from rnafm_sklearn._inference import Plan, Runner
 from rnafm_sklearn._models import get_encoder
 from rnafm_sklearn._training import Data, Head, TrainOptions, micro_batches

@@ -126,13 +126,12 @@ def test_the_kernel_gets_one_jagged_batch_and_on_cuda_reads_qkv_in_place(monkeyp
     assert kernels.supported(qkv, 20) == (qkv.device.type == "cuda")
 
 
-def test_without_jagged_tensors_it_computes_one_sequence_at_a_time(monkeypatch, device):
+def test_without_jagged_tensors_it_is_unsupported_and_refuses(monkeypatch, device):
     layout, qkv = _batch(device)
     monkeypatch.setattr(kernels, "_JAGGED", None)
     assert not kernels.supported(qkv, 20)
-    got = kernels.attention_varlen(qkv, layout.segments, layout.n, 20)
-    assert torch.count_nonzero(got[layout.n :]) == 0
-    assert (got - _attention_padded(qkv, layout, 20)).abs().max().item() <= TOL
+    with pytest.raises(RuntimeError, match="needs torch.nested.nested_tensor_from_jagged"):
+        kernels.attention_varlen(qkv, layout.segments, layout.n, 20)
 
 
 def test_the_tests_run_the_jagged_path_not_the_fallback():

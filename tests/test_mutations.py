@@ -1,7 +1,6 @@
 """Mutation strings and mutant sequences -> token substitutions (groundwork of variant scoring)."""
 
 import doctest
-import random
 import re
 
 import pytest
@@ -15,7 +14,6 @@ from rnafm_sklearn._mutations import (
     Substitution,
     all_single_mutants,
     apply,
-    masked_positions,
     mutations_from_mutant,
     parse_mutations,
 )
@@ -307,24 +305,9 @@ def test_apply_rejects_substitutions_that_do_not_fit(variant, message):
 # --- planning ----------------------------------------------------------------------------------
 
 
-def test_masked_positions_counts_distinct_positions():
-    rng = random.Random(0)
-    wt = "".join(rng.choice("ACGU") for _ in range(300))
-    positions = sorted(rng.sample(range(300), 50))
-    variants = []
-    for i in range(1000):
-        chosen = {positions[i % 50], *rng.sample(positions, rng.randint(0, 3))}
-        text = ":".join(f"{wt[p]}{p + 1}{rng.choice([b for b in 'ACGU' if b != wt[p]])}"
-                        for p in chosen)  # fmt: skip
-        variants.append(parse_mutations(text, wt))
-    assert len(variants) == 1000
-    assert masked_positions(variants) == positions  # 50 passes, not 1000
-    assert masked_positions([()] * 3) == []
-
-
-def test_masked_positions_of_codons_are_codon_indices():
+def test_positions_of_codons_are_codon_indices():
     variants = [parse_mutations(m, CDS, "codon") for m in ["A5U", "G6A", "A9G:A1G", "WT"]]
-    assert masked_positions(variants) == [0, 1, 2]
+    assert [[s.position for s in v] for v in variants] == [[1], [1], [0, 2], []]
 
 
 def test_all_single_mutants():
@@ -395,7 +378,6 @@ def test_round_trip(alphabet, data):
     assert [s.position for s in variant] == sorted({p // k for p in changes})
     assert all(s.ref != s.alt and len(s.ref) == len(s.alt) == k for s in variant)
     assert mutations_from_mutant(wt, mutant, alphabet) == variant
-    assert masked_positions([variant]) == sorted({p // k for p in changes})
 
 
 def test_docstring_examples():

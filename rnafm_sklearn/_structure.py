@@ -31,7 +31,7 @@ from ._embedder import _expand
 from ._encoder import RnaFmConfig, RnaFmEncoder
 from ._errors import InvalidParameterError, WeightsChangedError
 from ._inference import Plan, Runner, n_windows, pack_batches
-from ._models import DTYPES, get_encoder, inference_copy, weights_fingerprint
+from ._models import DTYPES, absolute_source, get_encoder, inference_copy, weights_fingerprint
 from ._pairs import base_pair_f1, pairs_to_dot_bracket
 from ._structure_heads import (
     build_head,
@@ -251,7 +251,7 @@ class RnaFmStructurePredictor(RnaFmEstimator):
             return True
         try:
             config, device, _ = self._check_common()
-            return pretrained_head(self.model, device, DTYPES[self.dtype]) is not None
+            return pretrained_head(self._model_source(), device, DTYPES[self.dtype]) is not None
         except Exception:  # noqa: BLE001 - an unusable model is "not fitted", not a crash
             return False
 
@@ -374,7 +374,7 @@ class RnaFmStructurePredictor(RnaFmEstimator):
         dtype = DTYPES[self.dtype]
         fitted: _Fitted | None = self.__dict__.get("_fitted")
         if fitted is None:
-            found = pretrained_head(self.model, device, dtype)
+            found = pretrained_head(self._model_source(), device, dtype)
             if found is None:
                 raise NotFittedError(
                     f"model={self.model!r} has no structure head: this "
@@ -383,7 +383,7 @@ class RnaFmStructurePredictor(RnaFmEstimator):
                     "official structure checkpoint (RNA-FM-ResNet_*.pth)."
                 )
             head, threshold = found
-            encoder = get_encoder(self.model, device, dtype)
+            encoder = get_encoder(self._model_source(), device, dtype)
             return encoder, head, UNKNOWN_ORIGIN_THRESHOLD if threshold is None else threshold
         encoder = self._inference_encoder(fitted, device)
         cache = self.__dict__.setdefault("_merged", {})
@@ -399,7 +399,7 @@ class RnaFmStructurePredictor(RnaFmEstimator):
     def _inference_encoder(self, fitted: _Fitted, device: torch.device) -> RnaFmEncoder:
         """The shared encoder, or a copy with the adapters folded in; checks the weights."""
         dtype = DTYPES[self.dtype]
-        base = get_encoder(self.model, device, torch.float32 if fitted.encoder else dtype)
+        base = get_encoder(self._model_source(), device, torch.float32 if fitted.encoder else dtype)
         found = weights_fingerprint(base)
         if found != fitted.fingerprint:
             raise WeightsChangedError(
@@ -437,7 +437,7 @@ class RnaFmStructurePredictor(RnaFmEstimator):
         self
             Fitted; a failed or interrupted fit leaves the estimator as it was.
         """
-        config, device, stride = self._settings()
+        config, device, stride = self._settings(fit=True)
         options = train_options(self, device)
         if y is None:
             raise ValueError(
@@ -449,15 +449,16 @@ class RnaFmStructurePredictor(RnaFmEstimator):
         pairs = check_structures(y, tokens, index)
         self._check_map_sizes(tokens, index)
         mode = self.train
+        source = absolute_source(self.model)  # a local path stays valid after unpickling
         base = get_encoder(
-            self.model, device, DTYPES[self.dtype] if mode == "head" else torch.float32
+            source, device, DTYPES[self.dtype] if mode == "head" else torch.float32
         )
         fingerprint = weights_fingerprint(base)
         plan = Plan(layers=(config.num_layers,), window_stride=stride)
         train_rows, val_rows = self._split(len(tokens), options.seed)
 
         generator = torch.Generator().manual_seed(options.seed)
-        start = pretrained_head(self.model, torch.device("cpu"), torch.float32)
+        start = pretrained_head(source, torch.device("cpu"), torch.float32)
         spec = (
             head_spec(start[0])
             if start is not None
@@ -536,25 +537,37 @@ class RnaFmStructurePredictor(RnaFmEstimator):
             threshold = _calibrate(
                 result.validation_probabilities, validation, [tokens[i] for i in val_rows], self
             )
-        # Nothing above changed the estimator: from here on, it is fitted in one go.
-        self.__dict__.pop("_merged", None)
-        self._fitted = _Fitted(
-            fingerprint=fingerprint,
-            mode=mode,
-            lora=(int(self.lora_rank), float(self.lora_alpha), self.lora_targets),
-            head_spec=dict(spec),
-            head=result.head,
-            encoder=result.encoder,
-            threshold=float(threshold),
+        # Nothing above changed the estimator. Every fitted attribute is built first, then
+        # committed in one step: an interrupt leaves the estimator wholly as it was, or fitted.
+        scores = result.validation_scores
+        self.__dict__.update(
+            {
+                "_fitted": _Fitted(
+                    fingerprint=fingerprint,
+                    mode=mode,
+                    lora=(int(self.lora_rank), float(self.lora_alpha), self.lora_targets),
+                    head_spec=dict(spec),
+                    head=result.head,
+                    encoder=result.encoder,
+                    threshold=float(threshold),
+                ),
+                "_merged": {},  # the inference copy of a previous fit is stale
+                "_resolved_model": (self.model, source),
+                "threshold_": float(threshold),
+                "loss_curve_": result.loss_curve,
+                "validation_scores_": scores if validation is not None else None,
+                # the score of the epoch whose weights were kept (NaN if none scored a number)
+                "best_validation_score_": (
+                    None
+                    if validation is None
+                    else float("nan")
+                    if result.best_epoch is None
+                    else scores[result.best_epoch]
+                ),
+                "best_epoch_": result.best_epoch,
+                "n_iter_": result.n_iter,
+            }
         )
-        self.threshold_ = float(threshold)
-        self.loss_curve_ = result.loss_curve
-        self.validation_scores_ = result.validation_scores if validation is not None else None
-        self.best_validation_score_ = (
-            max(result.validation_scores) if validation is not None else None
-        )
-        self.best_epoch_ = result.best_epoch
-        self.n_iter_ = result.n_iter
         return self
 
     def save(self, folder: str | os.PathLike) -> Path:
@@ -580,9 +593,9 @@ class RnaFmStructurePredictor(RnaFmEstimator):
         return save_structure(encoder, head, folder, threshold=threshold)
 
     # ------------------------------------------------------------------------ helpers
-    def _settings(self) -> tuple[RnaFmConfig, torch.device, int]:
+    def _settings(self, *, fit: bool = False) -> tuple[RnaFmConfig, torch.device, int]:
         """Check every parameter against the checkpoint's config (no weights loaded)."""
-        config, device, stride = self._check_common()
+        config, device, stride = self._check_common(fit=fit)
         if config.alphabet != "rna":
             raise InvalidParameterError(
                 f"model={self.model!r} is an mRNA-FM (codon) checkpoint; structure prediction "

@@ -219,6 +219,25 @@ def test_pickle_round_trip_is_small(fitted):
     assert back.predict(X[:3]).tolist() == est.predict(X[:3]).tolist()
 
 
+def test_relative_model_path_survives_unpickling_elsewhere(tmp_path, monkeypatch):
+    """Fitted with model='model.pth' in one folder, unpickled in another: the fit records the
+    absolute path (as the fine-tuning estimators do); get_params keeps what was given."""
+    import shutil
+
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    shutil.copy(TINY_PTH, tmp_path / "a" / "model.pth")
+    X, y = hairpins(8, seed=3)
+    monkeypatch.chdir(tmp_path / "a")
+    est = RnaFmStructurePredictor(model="model.pth", max_epochs=1, random_state=0, **SMALL)
+    expected = est.fit(X, y).predict_proba(X[:2])
+    monkeypatch.chdir(tmp_path / "b")
+    back = pickle.loads(pickle.dumps(est))
+    assert back.get_params()["model"] == "model.pth"
+    for a, b in zip(back.predict_proba(X[:2]), expected, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 def test_save_reloads_by_model(fitted, tmp_path):
     est, X, _ = fitted
     folder = est.save(tmp_path / "ss")

@@ -50,7 +50,7 @@ def test_readme_python_blocks_execute(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert re.search(r"accuracy \d\.\d{3}", out)
     effects = namespace["effects"]  # the three variants' scores
-    assert len(effects) == 3 and effects["score"].notna().all()
+    assert len(effects) == 3 and effects["score_masked_marginal"].notna().all()
     assert all(m in out for m in namespace["mutations"])
     assert len(namespace["clf"].predict(["ACGU"])) == 1  # the fine-tuned classifier
     assert set(namespace["clf"].classes_) == {"RF00001", "RF00005", "RF00010"}

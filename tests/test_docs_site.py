@@ -20,7 +20,7 @@ from conftest import FIXTURES, ROOT, TINY_PTH
 
 import rnafm_sklearn
 import rnafm_sklearn._checkpoint as checkpoint
-from rnafm_sklearn import _cli
+from rnafm_sklearn import _cli, read_structures, write_structures
 
 DOCS = ROOT / "docs"
 MRNA_TINY_PTH = FIXTURES / "mRNA-FM_tiny.pth"
@@ -32,13 +32,29 @@ def blocks(path, lang: str) -> list[str]:
     return re.findall(rf"^```{lang}\n(.*?)^```", path.read_text(), flags=re.S | re.M)
 
 
+@pytest.fixture(scope="session")
+def tiny_structure(tmp_path_factory):
+    """A random structure checkpoint in the official layout (tiny backbone, full-size head)."""
+    from _official_structure import make_official_structure
+
+    path, _, _ = make_official_structure(tmp_path_factory.mktemp("structure"))
+    return path
+
+
 @pytest.fixture
-def tiny_pretrained(tmp_path, monkeypatch):
-    """'rna-fm' and 'mrna-fm' name the tiny checkpoints; cwd is a scratch folder with data/."""
-    tiny = {"rna-fm": TINY_PTH, "mrna-fm": MRNA_TINY_PTH}
+def tiny_pretrained(tmp_path, monkeypatch, tiny_structure):
+    """'rna-fm', 'mrna-fm' and 'rna-fm-ss' name tiny random checkpoints; cwd is a scratch
+    folder with data/ and the files the pages name as the user's own: my_structures.ct (five
+    short bpRNA TS0 records) and RNA-FM-ResNet_bpRNA.pth (the tiny structure checkpoint)."""
+    tiny = {"rna-fm": TINY_PTH, "mrna-fm": MRNA_TINY_PTH, "rna-fm-ss": tiny_structure}
     monkeypatch.setattr(checkpoint, "pretrained_path", lambda name, **kw: tiny[name])
     monkeypatch.setattr(checkpoint, "cached_pretrained_path", lambda name: tiny[name])
     (tmp_path / "data").symlink_to(ROOT / "data")
+    (tmp_path / "tests").symlink_to(ROOT / "tests")
+    (tmp_path / "RNA-FM-ResNet_bpRNA.pth").symlink_to(tiny_structure)
+    sample = read_structures(FIXTURES / "structures" / "bprna_ts0_sample.dbn")
+    short = sample.loc[sample["sequence"].str.len().sort_values().index[:5]]
+    write_structures(short, tmp_path / "my_structures.ct", format="ct")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

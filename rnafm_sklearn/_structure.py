@@ -267,13 +267,81 @@ class RnaFmStructurePredictor(RnaFmEstimator):
         Rows and columns are the nucleotides (no special tokens), in input order. Decoding
         ignores the diagonal and ``|i - j| <= min_loop_length``; a 1- or 2-nt sequence decodes
         to all-unpaired.
+
+        Parameters
+        ----------
+        X : list, ndarray, pandas Series of str, or DataFrame
+            The sequences, as for :meth:`RnaFmEmbedder.transform` (normalised the same way).
+
+        Returns
+        -------
+        list of ndarray of shape (L, L), float32
+            One symmetric probability map per sequence, in input order.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            ``model`` has no structure head (a backbone-only checkpoint) and the estimator
+            was not fitted.
+        ValueError
+            A sequence the model cannot read (the message names the row and the characters),
+            a map larger than ``max_map_elements`` (named before any compute), or a sequence
+            longer than the model's window under ``long_sequences="error"``.
+        rnafm_sklearn.InvalidParameterError
+            A parameter out of its range (checked before any compute).
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmStructurePredictor
+        >>> est = RnaFmStructurePredictor(model="tests/fixtures/RNA-FM_tiny.pth", head_blocks=1,
+        ...                               head_channels=4, max_epochs=1, random_state=0)
+        >>> est = est.fit(["GGGAAACCC", "GGAAACC"], ["(((...)))", "((...))"])
+        >>> p = est.predict_proba(["GGGAAACCC"])[0]
+        >>> p.shape, p.dtype, bool((p == p.T).all())
+        ((9, 9), dtype('float32'), True)
         """
         config, device, stride = self._settings()
         tokens, index = self._tokens(X, config)
         return self._maps(tokens, device, stride, index)[0]
 
     def predict(self, X: Any) -> np.ndarray:
-        """Dot-bracket strings (object array): ``()`` then ``[]``, ``{}``, ``<>``, letters."""
+        """Dot-bracket strings (object array): ``()`` then ``[]``, ``{}``, ``<>``, letters.
+
+        The pairs are decoded from :meth:`predict_proba` with ``threshold`` (strict,
+        ``p > threshold``), ``min_loop_length``, ``canonical_only`` and ``decoding``.
+
+        Parameters
+        ----------
+        X : list, ndarray, pandas Series of str, or DataFrame
+            The sequences, as for :meth:`RnaFmEmbedder.transform` (normalised the same way).
+
+        Returns
+        -------
+        ndarray of shape (n_samples,), dtype object
+            One dot-bracket string per sequence, of the sequence's length.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            ``model`` has no structure head (a backbone-only checkpoint) and the estimator
+            was not fitted.
+        ValueError
+            A sequence the model cannot read (the message names the row and the characters),
+            a map larger than ``max_map_elements`` (named before any compute), or a sequence
+            longer than the model's window under ``long_sequences="error"``.
+        rnafm_sklearn.InvalidParameterError
+            A parameter out of its range (checked before any compute).
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmStructurePredictor
+        >>> est = RnaFmStructurePredictor(model="tests/fixtures/RNA-FM_tiny.pth", head_blocks=1,
+        ...                               head_channels=4, max_epochs=1, random_state=0)
+        >>> est = est.fit(["GGGAAACCC", "GGAAACC"], ["(((...)))", "((...))"])
+        >>> s = est.predict(["GGGAAACCC"])[0]
+        >>> len(s), set(s) <= set("().")
+        (9, True)
+        """
         config, device, stride = self._settings()
         tokens, index = self._tokens(X, config)
         pairs = self._predicted_pairs(tokens, device, stride, index)
@@ -283,7 +351,40 @@ class RnaFmStructurePredictor(RnaFmEstimator):
         )
 
     def predict_pairs(self, X: Any) -> list[np.ndarray]:
-        """Per sequence the predicted pairs: ``(n_pairs, 2)`` int64 arrays, ``i < j``, 0-based."""
+        """Per sequence the predicted pairs: ``(n_pairs, 2)`` int64 arrays, ``i < j``, 0-based.
+
+        Parameters
+        ----------
+        X : list, ndarray, pandas Series of str, or DataFrame
+            The sequences, as for :meth:`RnaFmEmbedder.transform` (normalised the same way).
+
+        Returns
+        -------
+        list of ndarray of shape (n_pairs, 2), int64
+            The pairs :meth:`predict` writes as dot-brackets, sorted by ``i``.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            ``model`` has no structure head (a backbone-only checkpoint) and the estimator
+            was not fitted.
+        ValueError
+            A sequence the model cannot read (the message names the row and the characters),
+            a map larger than ``max_map_elements`` (named before any compute), or a sequence
+            longer than the model's window under ``long_sequences="error"``.
+        rnafm_sklearn.InvalidParameterError
+            A parameter out of its range (checked before any compute).
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmStructurePredictor
+        >>> est = RnaFmStructurePredictor(model="tests/fixtures/RNA-FM_tiny.pth", head_blocks=1,
+        ...                               head_channels=4, max_epochs=1, random_state=0)
+        >>> est = est.fit(["GGGAAACCC", "GGAAACC"], ["(((...)))", "((...))"])
+        >>> pairs = est.predict_pairs(["GGGAAACCC"])[0]
+        >>> pairs.ndim, pairs.shape[1], bool((pairs[:, 0] < pairs[:, 1]).all())
+        (2, 2, True)
+        """
         config, device, stride = self._settings()
         tokens, index = self._tokens(X, config)
         return self._predicted_pairs(tokens, device, stride, index)
@@ -292,6 +393,41 @@ class RnaFmStructurePredictor(RnaFmEstimator):
         """Mean per-sequence base-pair F1 of :meth:`predict` against the structures ``y``.
 
         ``y`` as for :meth:`fit`; ``sample_weight`` weighs the per-sequence F1 values.
+
+        Parameters
+        ----------
+        X : list, ndarray, pandas Series of str, or DataFrame
+            The sequences, as for :meth:`RnaFmEmbedder.transform` (normalised the same way).
+        y : sequence of str or of pair lists
+            The known structures, as for :meth:`fit`.
+        sample_weight : array-like of shape (n_samples,), optional
+            Weights of the per-sequence F1 values.
+
+        Returns
+        -------
+        float
+            The (weighted) mean base-pair F1 (see :func:`base_pair_f1`); NaN for no sequence.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            ``model`` has no structure head (a backbone-only checkpoint) and the estimator
+            was not fitted.
+        ValueError
+            A sequence the model cannot read (the message names the row and the characters),
+            a map larger than ``max_map_elements`` (named before any compute), or a sequence
+            longer than the model's window under ``long_sequences="error"``.
+        rnafm_sklearn.InvalidParameterError
+            A parameter out of its range (checked before any compute).
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmStructurePredictor
+        >>> est = RnaFmStructurePredictor(model="tests/fixtures/RNA-FM_tiny.pth", head_blocks=1,
+        ...                               head_channels=4, max_epochs=1, random_state=0)
+        >>> est = est.fit(["GGGAAACCC", "GGAAACC"], ["(((...)))", "((...))"])
+        >>> 0.0 <= est.score(["GGGAAACCC"], ["(((...)))"]) <= 1.0
+        True
         """
         config, device, stride = self._settings()
         tokens, index = self._tokens(X, config)
@@ -436,6 +572,25 @@ class RnaFmStructurePredictor(RnaFmEstimator):
         -------
         self
             Fitted; a failed or interrupted fit leaves the estimator as it was.
+
+        Raises
+        ------
+        ValueError
+            ``y`` missing, of another length than ``X``, or a structure that does not fit its
+            sequence (unbalanced brackets, a base paired twice, another length: the message
+            names the row); a sequence the model cannot read; a map larger than
+            ``max_map_elements``. All checked before any training step.
+        rnafm_sklearn.InvalidParameterError
+            A parameter out of its range (checked before any compute).
+
+        Examples
+        --------
+        >>> from rnafm_sklearn import RnaFmStructurePredictor
+        >>> est = RnaFmStructurePredictor(model="tests/fixtures/RNA-FM_tiny.pth", head_blocks=1,
+        ...                               head_channels=4, max_epochs=1, random_state=0)
+        >>> est = est.fit(["GGGAAACCC", "GGAAACC"], ["(((...)))", "((...))"])
+        >>> len(est.loss_curve_), est.n_iter_
+        (1, 1)
         """
         config, device, stride = self._settings(fit=True)
         options = train_options(self, device)
@@ -576,10 +731,32 @@ class RnaFmStructurePredictor(RnaFmEstimator):
         Adapters are folded into the backbone's weights; the threshold predictions use
         (``threshold``, else the calibrated one) is stored with the head, in float32.
 
+        Parameters
+        ----------
+        folder : str or os.PathLike
+            The folder to write (created; written atomically).
+
         Returns
         -------
         Path
             The folder.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Nothing to save: ``model`` has no structure head and the estimator is not fitted.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from rnafm_sklearn import RnaFmStructurePredictor
+        >>> est = RnaFmStructurePredictor(model="tests/fixtures/RNA-FM_tiny.pth", head_blocks=1,
+        ...                               head_channels=4, max_epochs=1, random_state=0)
+        >>> est = est.fit(["GGGAAACCC", "GGAAACC"], ["(((...)))", "((...))"])
+        >>> folder = est.save(tempfile.mkdtemp() + "/my-structure-model")
+        >>> again = RnaFmStructurePredictor(model=folder)
+        >>> bool((again.predict(["GGGAAACCC"]) == est.predict(["GGGAAACCC"])).all())
+        True
         """
         self._settings()
         dtype = self.dtype

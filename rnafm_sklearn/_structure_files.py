@@ -397,6 +397,11 @@ def write_structures(
         Write ``<path>/<id>.ct`` (or ``.bpseq``, ``.db``) files. Default: True for ``bpseq``
         (which holds one record per file), False otherwise. Ids must then be safe file names.
 
+    Returns
+    -------
+    None
+        Nothing: the files are in place (all of them, or none after an error).
+
     Raises
     ------
     ValueError

@@ -33,14 +33,19 @@ def check_png(path):
 
 def test_rfam_family_classification(tmp_path, capsys):
     ex = load("rfam_family_classification")
-    assert ex.main(["--model", str(TINY_PTH), "--output-dir", str(tmp_path)]) == 0
+    argv = ["--model", str(TINY_PTH), "--output-dir", str(tmp_path), "--per-family", "60"]
+    assert ex.main(argv) == 0  # 180 of the 2124 sequences: the same comparison, ~10x cheaper
     out = capsys.readouterr().out
+    assert out.startswith("180 sequences, ")
     for name in ("RNA-FM embedding", "3-mer counts", "length only"):
         assert name in out
     check_png(tmp_path / "rfam_confusion_matrix.png")
     check_png(tmp_path / "rfam_pca.png")
     scores = (tmp_path / "rfam_scores.csv").read_text()
     assert "accuracy" in scores
+    with pytest.raises(SystemExit):
+        ex.main([*argv[:-1], "4"])
+    assert "--per-family must be at least 5" in capsys.readouterr().err
 
 
 def test_rfam_figures_have_labelled_axes():
@@ -75,11 +80,15 @@ def test_mrna_degradation_regression(tmp_path, capsys):
 
 def test_pandas_grid_search(tmp_path, capsys):
     ex = load("pandas_grid_search")
-    assert ex.main(["--model", str(TINY_PTH), "--output-dir", str(tmp_path)]) == 0
+    argv = ["--model", str(TINY_PTH), "--output-dir", str(tmp_path), "--max-sequences", "40"]
+    assert ex.main(argv) == 0  # 40 of the 193 long mRNAs: the same search, 5x less embedding
     out = capsys.readouterr().out
-    assert "index 'Barcode'" in out and "best:" in out
+    assert "feature table: (40, " in out and "index 'Barcode'" in out and "best:" in out
     results = (tmp_path / "grid_search_results.csv").read_text().splitlines()
     assert results[0] == "pooling,layers,mean R2,sd,rank" and len(results) == 5
+    with pytest.raises(SystemExit):
+        ex.main([*argv[:-1], "5"])
+    assert "--max-sequences must be at least 10" in capsys.readouterr().err
 
 
 def test_zero_shot_scoring(tmp_path, capsys):
@@ -123,10 +132,11 @@ def test_zero_shot_scoring(tmp_path, capsys):
 
 def test_finetune_riboswitch(tmp_path, capsys):
     ex = load("finetune_riboswitch")
+    # 10 per family (not 12): the fewest whose 15 % validation split still holds all 32 classes
     argv = ["--model", str(TINY_PTH), "--output-dir", str(tmp_path), "--epochs", "1"]
-    assert ex.main(argv) == 0
+    assert ex.main([*argv, "--per-class", "10"]) == 0
     out = capsys.readouterr().out
-    assert "384 sequences of 32 families" in out
+    assert "320 sequences of 32 families" in out
     folds = pd.read_csv(tmp_path / "finetune_riboswitch_folds.csv")
     # every model on the same 3 folds, each with a score and a wall time
     assert all(sorted(g) == [0, 1, 2] for _, g in folds.groupby("model").fold)

@@ -16,10 +16,12 @@ _GALLERY_OUT = Path(tempfile.mkdtemp(prefix="rnafm-gallery-"))
 
 # Shorter runs of the slow examples (they take the same options standalone); any other script
 # gets only --model and --output-dir.
-QUICK_ARGS = {
-    "finetune_riboswitch.py": ["--epochs", "1"],  # as tests/test_examples.py runs it
+QUICK_ARGS = {  # as tests/test_examples.py runs them
+    "finetune_riboswitch.py": ["--epochs", "1", "--per-class", "10"],
     "zero_shot_scoring.py": ["--max-sequences", "40"],
-    "secondary_structure.py": ["--quick"],  # as tests/test_examples.py runs it
+    "secondary_structure.py": ["--quick"],
+    "pandas_grid_search.py": ["--max-sequences", "40"],
+    "rfam_family_classification.py": ["--per-family", "60"],
 }
 
 

@@ -181,7 +181,7 @@ class RnaFmStructurePredictor(RnaFmEstimator):
         pos_weight: float = DEFAULT_POS_WEIGHT,
         lora_rank: int = 8,
         lora_alpha: float = 16.0,
-        lora_targets: str = "attention",
+        lora_targets: str = "all",
         max_epochs: int = 10,
         learning_rate: float | None = None,
         head_learning_rate: float | None = None,

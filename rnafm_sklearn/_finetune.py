@@ -262,7 +262,6 @@ class _RnaFmFineTuner(RnaFmEstimator):
             )
         # Nothing above changed the estimator. Every fitted attribute is built first, then
         # committed in one step: an interrupt leaves the estimator wholly as it was, or fitted.
-        scores = result.validation_scores
         fitted: dict[str, Any] = {
             "_fitted": _Fitted(
                 fingerprint=fingerprint,
@@ -277,18 +276,7 @@ class _RnaFmFineTuner(RnaFmEstimator):
             "_merged": {},  # the inference copy of a previous fit is stale
             "_resolved_model": (self.model, s.source),
             **{name: value for name, value in extra.items() if name.endswith("_")},
-            "loss_curve_": result.loss_curve,
-            "validation_scores_": scores if validation is not None else None,
-            # the score of the epoch whose weights were kept (NaN if no epoch scored a number)
-            "best_validation_score_": (
-                None
-                if validation is None
-                else float("nan")
-                if result.best_epoch is None
-                else scores[result.best_epoch]
-            ),
-            "best_epoch_": result.best_epoch,
-            "n_iter_": result.n_iter,
+            **result.fitted_curves(validated=validation is not None),
         }
         self.__dict__.update(fitted)
         return self

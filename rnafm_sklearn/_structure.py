@@ -694,7 +694,6 @@ class RnaFmStructurePredictor(RnaFmEstimator):
             )
         # Nothing above changed the estimator. Every fitted attribute is built first, then
         # committed in one step: an interrupt leaves the estimator wholly as it was, or fitted.
-        scores = result.validation_scores
         self.__dict__.update(
             {
                 "_fitted": _Fitted(
@@ -709,18 +708,7 @@ class RnaFmStructurePredictor(RnaFmEstimator):
                 "_merged": {},  # the inference copy of a previous fit is stale
                 "_resolved_model": (self.model, source),
                 "threshold_": float(threshold),
-                "loss_curve_": result.loss_curve,
-                "validation_scores_": scores if validation is not None else None,
-                # the score of the epoch whose weights were kept (NaN if none scored a number)
-                "best_validation_score_": (
-                    None
-                    if validation is None
-                    else float("nan")
-                    if result.best_epoch is None
-                    else scores[result.best_epoch]
-                ),
-                "best_epoch_": result.best_epoch,
-                "n_iter_": result.n_iter,
+                **result.fitted_curves(validated=validation is not None),
             }
         )
         return self

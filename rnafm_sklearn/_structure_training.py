@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from torch import nn
 
 from ._encoder import RnaFmEncoder
 from ._inference import Plan, Runner, pack_batches, stitch
-from ._training import _autocast, epoch_rng, warmup_linear_decay
+from ._training import TrainResult, _autocast, epoch_rng, warmup_linear_decay
 
 __all__ = [
     "PairData",
@@ -72,15 +72,10 @@ class PairData:
 
 
 @dataclass
-class PairTrainResult:
-    """What :func:`train_pair_head` learned (CPU tensors) and its learning curve."""
+class PairTrainResult(TrainResult):
+    """What :func:`train_pair_head` learned (CPU tensors), its learning curve, and the
+    validation maps of the kept epoch."""
 
-    head: dict[str, torch.Tensor]
-    encoder: dict[str, torch.Tensor]
-    loss_curve: list[float] = field(default_factory=list)
-    validation_scores: list[float] = field(default_factory=list)
-    best_epoch: int | None = None
-    n_iter: int = 0
     validation_probabilities: list[np.ndarray] | None = None  # at the best epoch
 
 

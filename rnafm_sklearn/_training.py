@@ -197,6 +197,24 @@ class TrainResult:
     best_epoch: int | None = None  # 0-based; None without validation
     n_iter: int = 0
 
+    def fitted_curves(self, validated: bool) -> dict[str, object]:
+        """The estimator's scikit-learn-style fitted attributes of this learning curve.
+
+        ``best_validation_score_`` is the score of the epoch whose weights were kept (NaN if
+        no epoch scored a number); the validation attributes are None without validation.
+        """
+        scores = self.validation_scores
+        best = None
+        if validated:
+            best = float("nan") if self.best_epoch is None else scores[self.best_epoch]
+        return {
+            "loss_curve_": self.loss_curve,
+            "validation_scores_": scores if validated else None,
+            "best_validation_score_": best,
+            "best_epoch_": self.best_epoch,
+            "n_iter_": self.n_iter,
+        }
+
 
 @dataclass
 class Data:

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from sklearn.base import BaseEstimator
 
+from ._adapters import merged_state
 from ._alphabet import get_alphabet, normalize_sequences, row_name
 from ._cache import EmbeddingCache
 from ._choices import (
@@ -31,7 +32,7 @@ from ._choices import (
     default_batch_tokens,
 )
 from ._encoder import RnaFmConfig, RnaFmEncoder
-from ._errors import InvalidParameterError, warn
+from ._errors import InvalidParameterError, WeightsChangedError, warn
 from ._family import family
 from ._inference import Plan, Runner, feature_width, n_windows
 from ._kernels_cpu import NUMERICS_VERSION
@@ -41,6 +42,7 @@ from ._models import (
     absolute_source,
     get_config,
     get_encoder,
+    inference_copy,
     resolve_device,
     weights_fingerprint,
 )
@@ -202,6 +204,40 @@ class RnaFmEstimator(BaseEstimator):
     def _encoder(self, device: torch.device) -> RnaFmEncoder:
         """The shared encoder (loaded at most once per process, see ``_models``)."""
         return get_encoder(self._model_source(), device, DTYPES[self.dtype])
+
+    def _fitted_encoder(
+        self,
+        fingerprint: str,
+        trained: dict[str, torch.Tensor],
+        lora: tuple[int, float, str],
+        device: torch.device,
+    ) -> RnaFmEncoder:
+        """The encoder a fit's predictions run on: the shared one when the fit trained no
+        encoder tensor, else one inference copy per estimator with the trained tensors (LoRA
+        adapters folded in) in place. Checks that ``model`` still holds the fit's weights."""
+        dtype = DTYPES[self.dtype]
+        base = get_encoder(self._model_source(), device, torch.float32 if trained else dtype)
+        found = weights_fingerprint(base)
+        if found != fingerprint:
+            raise WeightsChangedError(
+                f"{type(self).__name__} was fitted on other weights than model={self.model!r} "
+                f"holds now (fingerprint {fingerprint[:12]} at fit, {found[:12]} now). "
+                "Point model= at the checkpoint it was fitted with, or fit again."
+            )
+        if not trained:
+            return base
+        cache = self.__dict__.setdefault("_merged", {})
+        key = ("encoder", str(device), dtype)
+        # one lookup, then only the local name: a thread predicting alongside may change ``cache``
+        encoder = cache.get(key)
+        if encoder is None:
+            rank, alpha, _ = lora
+            state = merged_state(base, trained, lora_alpha=alpha, lora_rank=rank)
+            encoder = inference_copy(base.config, state, device, dtype)
+            for old in [k for k in list(cache) if k[0] == "encoder"]:  # one copy per estimator
+                cache.pop(old, None)
+            cache[key] = encoder
+        return encoder
 
     def _runner(self, encoder: RnaFmEncoder) -> Runner:
         budget = default_batch_tokens(self.batch_tokens, next(encoder.parameters()).device.type)

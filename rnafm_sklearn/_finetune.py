@@ -27,7 +27,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from ._adapters import LORA_TARGETS, TrainSpec, merged_state, parse_train, trainable_encoder
+from ._adapters import LORA_TARGETS, TrainSpec, parse_train, trainable_encoder
 from ._alphabet import row_name
 from ._base import RnaFmEstimator
 from ._choices import default_batch_tokens
@@ -38,7 +38,6 @@ from ._models import (
     DTYPES,
     absolute_source,
     get_encoder,
-    inference_copy,
     weights_fingerprint,
 )
 from ._training import (
@@ -299,33 +298,8 @@ class _RnaFmFineTuner(RnaFmEstimator):
             return head(torch.from_numpy(features)).numpy()
 
     def _inference_encoder(self, fitted: _Fitted, device: torch.device) -> RnaFmEncoder:
-        """The encoder that predictions run on: the shared one, or one with the training folded in.
-
-        Checks that ``model`` still holds the weights of the fit (a named error otherwise).
-        """
-        dtype = DTYPES[self.dtype]
-        source = self._model_source()
-        base = get_encoder(source, device, torch.float32 if fitted.encoder else dtype)
-        found = weights_fingerprint(base)
-        if found != fitted.fingerprint:
-            raise WeightsChangedError(
-                f"{type(self).__name__} was fitted on other weights than model={self.model!r} "
-                f"holds now (fingerprint {fitted.fingerprint[:12]} at fit, {found[:12]} now). "
-                "Point model= at the checkpoint it was fitted with, or fit again."
-            )
-        if not fitted.encoder:
-            return base
-        cache = self.__dict__.setdefault("_merged", {})
-        key = (str(device), dtype)
-        # one lookup, then only the local name: a thread predicting alongside may clear ``cache``
-        encoder = cache.get(key)
-        if encoder is None:
-            rank, alpha, _ = fitted.lora
-            state = merged_state(base, fitted.encoder, lora_alpha=alpha, lora_rank=rank)
-            encoder = inference_copy(base.config, state, device, dtype)
-            cache.clear()  # one inference copy per estimator
-            cache[key] = encoder
-        return encoder
+        """The encoder that predictions run on (see :meth:`RnaFmEstimator._fitted_encoder`)."""
+        return self._fitted_encoder(fitted.fingerprint, fitted.encoder, fitted.lora, device)
 
     # ------------------------------------------------------------------------- helpers
     def _frozen_features(

@@ -23,15 +23,15 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-from ._adapters import TrainSpec, merged_state, trainable_encoder
+from ._adapters import TrainSpec, trainable_encoder
 from ._alphabet import get_alphabet, row_name
 from ._base import RnaFmEstimator, _deduplicate
 from ._decoding import decode_greedy, decode_nested
 from ._embedder import _expand
 from ._encoder import RnaFmConfig, RnaFmEncoder
-from ._errors import InvalidParameterError, WeightsChangedError
+from ._errors import InvalidParameterError
 from ._inference import Plan, Runner, n_windows, pack_batches
-from ._models import DTYPES, absolute_source, get_encoder, inference_copy, weights_fingerprint
+from ._models import DTYPES, absolute_source, get_encoder, weights_fingerprint
 from ._pairs import base_pair_f1, pairs_to_dot_bracket
 from ._structure_heads import (
     build_head,
@@ -533,27 +533,8 @@ class RnaFmStructurePredictor(RnaFmEstimator):
         return encoder, head, fitted.threshold
 
     def _inference_encoder(self, fitted: _Fitted, device: torch.device) -> RnaFmEncoder:
-        """The shared encoder, or a copy with the adapters folded in; checks the weights."""
-        dtype = DTYPES[self.dtype]
-        base = get_encoder(self._model_source(), device, torch.float32 if fitted.encoder else dtype)
-        found = weights_fingerprint(base)
-        if found != fitted.fingerprint:
-            raise WeightsChangedError(
-                f"{type(self).__name__} was fitted on other weights than model={self.model!r} "
-                f"holds now (fingerprint {fitted.fingerprint[:12]} at fit, {found[:12]} now). "
-                "Point model= at the checkpoint it was fitted with, or fit again."
-            )
-        if not fitted.encoder:
-            return base
-        cache = self.__dict__.setdefault("_merged", {})
-        key = ("encoder", str(device), dtype)
-        encoder = cache.get(key)
-        if encoder is None:
-            rank, alpha, _ = fitted.lora
-            state = merged_state(base, fitted.encoder, lora_alpha=alpha, lora_rank=rank)
-            encoder = inference_copy(base.config, state, device, dtype)
-            cache[key] = encoder
-        return encoder
+        """The encoder that predictions run on (see :meth:`RnaFmEstimator._fitted_encoder`)."""
+        return self._fitted_encoder(fitted.fingerprint, fitted.encoder, fitted.lora, device)
 
     # ---------------------------------------------------------------------------- fit
     def fit(self, X: Any, y: Any) -> RnaFmStructurePredictor:

@@ -11,12 +11,13 @@ for both (the official ``Baseline.forward`` runs its head with autograd on other
 * **Inference throughput** (:func:`inference_throughput`): sequences/s at L = 100 and 300,
   official float32, ours float32 and ours bfloat16, interleaved in one process (medians of
   ``--rounds``).
-* **L = 1022** (:func:`inference_long`): each implementation in a fresh process: time of one
+* **L = 1022** (:func:`inference_long`): each implementation in a fresh process, one after
+  the other: time of one
   prediction and its peak memory (the growth of the peak RSS during the call, ``VmHWM`` reset
   through ``/proc/self/clear_refs`` after loading and a warm-up).
 
     python benchmarks/structure.py --quick   # L = 1022 dominates (~2.5e12 multiply-adds):
-                                             # 20 min on 2 heavily loaded cores
+                                             # about 5 min on 2 idle cores
     python benchmarks/structure.py --no-long # L = 100 and 300 only (a few minutes)
 """
 
@@ -111,7 +112,9 @@ def inference_throughput(fns: dict, lengths, rounds: int) -> dict:
             for impl, fn in fns.items():
                 times[impl].append(_timed(fn, seq))
         results[n] = {impl: 1.0 / statistics.median(t) for impl, t in times.items()}
-        print(f"L={n}: " + ", ".join(f"{k} {v:.3f} seq/s" for k, v in results[n].items()))
+        print(
+            f"L={n}: " + ", ".join(f"{k} {v:.3f} seq/s" for k, v in results[n].items()), flush=True
+        )
     return results
 
 
@@ -161,26 +164,22 @@ def _load_official(path: Path):
 def inference_long(path: Path, impls=IMPLS, n: int = 1022) -> dict:
     """Seconds and peak-memory growth of one prediction at ``n`` nt, each in a fresh process.
 
-    The processes run at the same time: on a shared machine they then see the same load, and
-    the ratio of their times is fair (each process's peak RSS is its own either way).
+    The processes run one after the other (on 2 cores, concurrent ones would share them
+    unevenly as each finishes): run this on an otherwise idle machine.
     """
-    procs = {
-        impl: subprocess.Popen(
+    results = {}
+    for impl in impls:
+        proc = subprocess.run(
             [sys.executable, __file__, "--child", str(path), impl, str(n)],
             stdout=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
-        for impl in impls
-    }
-    results = {}
-    for impl, proc in procs.items():
-        out, _ = proc.communicate()
         if proc.returncode:
             raise RuntimeError(f"{impl} at L={n} failed (exit {proc.returncode})")
-        row = json.loads(out.strip().splitlines()[-1])
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
         results[impl] = row
-        print(f"L={n} {impl}: {row['seconds']:.1f} s, peak +{row['peak_mb']:.0f} MB")
+        print(f"L={n} {impl}: {row['seconds']:.1f} s, peak +{row['peak_mb']:.0f} MB", flush=True)
     return results
 
 

@@ -123,6 +123,61 @@ def test_chunking_gives_the_same_numbers(ours, monkeypatch):
     assert (whole - chunked).abs().max().item() <= 1e-5
 
 
+def test_band_parity_with_official_long(structure, ours):
+    """256 nt: the band computation (86 % of the map's pixels, 4 strips) against the official."""
+    _, model, alpha = structure
+    encoder, head, _ = ours
+    assert head._band_pays(256) and not head._band_pays(150)
+    seq = _seq(256, 256)
+    ref = official_probabilities(model, alpha, seq)
+    out = _our_probabilities(encoder, head, alpha, [seq])[0]
+    assert (out - ref).abs().max().item() <= TOL
+    assert torch.equal(out, out.T)
+
+
+def _small_head(blocks: int) -> PairHead:
+    torch.manual_seed(blocks)
+    head = PairHead(embed_dim=16, channels=8, blocks=blocks, proj_dim=4).eval()
+    with torch.no_grad():  # BatchNorm shifts that make the zero padding matter
+        for block in head.blocks:
+            block.norm.running_mean.normal_(0, 0.2)
+            block.norm.running_var.uniform_(0.5, 1.5)
+            block.norm.weight.normal_(1, 0.2)
+            block.norm.bias.normal_(0, 0.5)
+    return head
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [[9], [16], [17], [40], [64, 20], [65, 65, 3], [70, 1, 33, 2], [129]],
+)
+def test_band_equals_the_whole_map(monkeypatch, lengths):
+    """Strips of 8 rows, 3 blocks (the pair map is read up to 22 below the diagonal): every
+    strip boundary, frame and mask case of the band computation against the whole map."""
+    monkeypatch.setattr(_pair_head, "_BAND_STRIP", 8)
+    head = _small_head(3)
+    assert head._reaches() == [(20, 18), (16, 12), (10, 2)]
+    assert head._band_pays(40) and not head._band_pays(20)  # the predictor's choice
+    L = max(lengths)
+    states, n = torch.randn(len(lengths), L, 16), torch.tensor(lengths)
+    with torch.no_grad():
+        whole = head._forward(states, n, inplace=True)
+        band = head._forward_band(states, n)
+        assert torch.equal(head(states, n), band if head._band_pays(L) else whole)
+        assert (band - whole).abs().max().item() <= 1e-6 * whole.abs().max().item() + 1e-7
+        assert torch.equal(band, band.transpose(1, 2))
+        # the dependence is real: reaching 2 less below the diagonal changes the result
+        monkeypatch.setattr(
+            PairHead, "_reaches", lambda self: [(r1 - 2, r2 - 2) for r1, r2 in _reaches(self)]
+        )
+        if L >= 40:
+            short = head._forward_band(states, n)
+            assert (short - whole).abs().max().item() > 1e-3
+
+
+_reaches = PairHead._reaches
+
+
 def test_empty_inputs(ours):
     _, head, _ = ours
     with torch.no_grad():

@@ -287,7 +287,14 @@ def train(
             # after the epoch); otherwise it is divergence, and the step would spread NaN
             if not scaler.is_enabled() and not math.isfinite(step_loss):
                 raise DivergedError(_diverged(f"the loss is {step_loss}", epoch, options))
-            scaler.step(optimizer)
+            try:
+                scaler.step(optimizer)
+            except RuntimeError as exc:  # a rate past float32's range (e.g. 1e38) in AdamW
+                if "overflow" not in str(exc):
+                    raise
+                raise DivergedError(
+                    _diverged(f"the update overflowed ({exc})", epoch, options)
+                ) from None
             scaler.update()
             if scaler.is_enabled():  # a skipped first step (inf gradients) is not a misuse
                 with warnings.catch_warnings():

@@ -159,7 +159,7 @@ def test_two_processes_write_concurrently(tmp_path, computed, real_sequences):
     for p in procs:
         p.start()
     for p in procs:
-        p.join(120)
+        p.join(600)  # a guard against a hang, not a timing
         assert p.exitcode == 0
     # (another batch size than the workers': equal up to float32 rounding)
     direct = RnaFmEmbedder(model=MODEL, progress=False).transform(real_sequences)
@@ -291,7 +291,7 @@ def test_many_processes_creating_the_same_cache_lose_nothing(tmp_path):
     for p in procs:
         p.start()
     for p in procs:
-        p.join(120)
+        p.join(600)  # a guard against a hang, not a timing
         assert p.exitcode == 0
     cache = EmbeddingCache(tmp_path)
     assert len(cache) == 200

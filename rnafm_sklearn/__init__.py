@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from ._cache import EmbeddingCache, EmbeddingCacheError
     from ._checkpoint import convert_checkpoint, load_model, read_config, save_model
     from ._embedder import RnaFmEmbedder
-    from ._encoder import RnaFmConfig, RnaFmEncoder
+    from ._encoder import RnaFmEncoder
+    from ._encoder_config import RnaFmConfig
     from ._errors import (
         CheckpointError,
         InvalidParameterError,
@@ -60,7 +61,7 @@ _EXPORTS = {
     "read_config": "_checkpoint",
     "save_model": "_checkpoint",
     "RnaFmEmbedder": "_embedder",
-    "RnaFmConfig": "_encoder",
+    "RnaFmConfig": "_encoder_config",
     "RnaFmEncoder": "_encoder",
     "CheckpointError": "_errors",
     "InvalidParameterError": "_errors",

@@ -31,7 +31,8 @@ from ._choices import (
     TRUNCATION_SIDES,
     default_batch_tokens,
 )
-from ._encoder import RnaFmConfig, RnaFmEncoder
+from ._encoder import RnaFmEncoder
+from ._encoder_config import RnaFmConfig
 from ._errors import InvalidParameterError, WeightsChangedError, warn
 from ._family import family
 from ._inference import Plan, Runner, feature_width, n_windows

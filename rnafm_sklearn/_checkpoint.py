@@ -56,7 +56,8 @@ from ._checkpoint_check import (
 )
 from ._checkpoint_formats import _parse_hf, _parse_official
 from ._checkpoint_structure import NATIVE_HEAD_PREFIX, _head_entry, build_head, head_config
-from ._encoder import RnaFmConfig, RnaFmEncoder
+from ._encoder import RnaFmEncoder
+from ._encoder_config import RnaFmConfig
 from ._errors import CheckpointError
 from ._hub import (
     DEFAULT_STRUCTURE_THRESHOLD,

@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from ._alphabet import get_alphabet
-from ._encoder import RnaFmConfig, RnaFmEncoder
+from ._encoder import RnaFmEncoder
+from ._encoder_config import RnaFmConfig
 from ._errors import CheckpointError
 
 _WEIGHTS = "model.safetensors"

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from ._alphabet import get_alphabet
-from ._encoder import RnaFmEncoder, is_out_of_memory
+from ._encoder import RnaFmEncoder
+from ._encoder_attention import is_out_of_memory
 
 logger = logging.getLogger("rnafm_sklearn")
 

@@ -28,7 +28,8 @@ from ._alphabet import get_alphabet, row_name
 from ._base import RnaFmEstimator, _deduplicate
 from ._decoding import decode_greedy, decode_nested
 from ._embedder import _expand
-from ._encoder import RnaFmConfig, RnaFmEncoder
+from ._encoder import RnaFmEncoder
+from ._encoder_config import RnaFmConfig
 from ._errors import InvalidParameterError
 from ._inference import Plan, Runner, n_windows, pack_batches
 from ._models import DTYPES, absolute_source, get_encoder, weights_fingerprint

@@ -24,7 +24,7 @@ from throughput import real_sequences
 
 from rnafm_sklearn import _encoder_layers, get_alphabet, load_model
 from rnafm_sklearn._encoder_attention import _attention_padded, _Layout
-from rnafm_sklearn._inference import pack_batches
+from rnafm_sklearn._windows import pack_batches
 
 PAD = get_alphabet("rna").padding_idx
 

@@ -34,7 +34,7 @@ from ._choices import default_batch_tokens
 from ._encoder import RnaFmEncoder
 from ._encoder_config import RnaFmConfig
 from ._errors import InvalidParameterError, WeightsChangedError, warn
-from ._inference import Plan, Runner, feature_width, n_windows
+from ._inference import Plan, Runner, feature_width
 from ._models import (
     DTYPES,
     absolute_source,
@@ -52,6 +52,7 @@ from ._training import (
     total_steps,
     train,
 )
+from ._windows import n_windows
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",

@@ -29,7 +29,8 @@ from rnafm_sklearn import (
     load_model,
     score_variants,
 )
-from rnafm_sklearn._inference import Runner, window_ownership
+from rnafm_sklearn._inference import Runner
+from rnafm_sklearn._windows import window_ownership
 
 TOL = 1e-4
 MRNA_PTH = FIXTURES / "mRNA-FM_tiny.pth"

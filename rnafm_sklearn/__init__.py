@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._alphabet import Alphabet, get_alphabet, normalize_sequences
     from ._cache import EmbeddingCache, EmbeddingCacheError
-    from ._checkpoint import convert_checkpoint, load_model, read_config, save_model
+    from ._checkpoint import convert_checkpoint, load_model, read_config
+    from ._checkpoint_native import save_model
     from ._embedder import RnaFmEmbedder
     from ._encoder import RnaFmEncoder
     from ._encoder_config import RnaFmConfig
@@ -59,7 +60,7 @@ _EXPORTS = {
     "convert_checkpoint": "_checkpoint",
     "load_model": "_checkpoint",
     "read_config": "_checkpoint",
-    "save_model": "_checkpoint",
+    "save_model": "_checkpoint_native",
     "RnaFmEmbedder": "_embedder",
     "RnaFmConfig": "_encoder_config",
     "RnaFmEncoder": "_encoder",

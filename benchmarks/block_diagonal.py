@@ -22,9 +22,9 @@ import torch
 from _common import full_size_checkpoint, rfam
 from throughput import real_sequences
 
-from rnafm_sklearn import _encoder, get_alphabet, load_model
-from rnafm_sklearn._encoder import _Layout
-from rnafm_sklearn._inference import pack_batches
+from rnafm_sklearn import _encoder_layers, get_alphabet, load_model
+from rnafm_sklearn._encoder_attention import _attention_padded, _Layout
+from rnafm_sklearn._windows import pack_batches
 
 PAD = get_alphabet("rna").padding_idx
 
@@ -76,13 +76,13 @@ def forward_block_diagonal(enc, tokens, positions, segment) -> torch.Tensor:
     x = layout.unpad(x.reshape(B * T, -1))
     # The CPU path attends sequence by sequence and ignores layout.keep; the block-diagonal
     # mask needs the padded, masked attention (what other devices use).
-    cpu_dispatch = _encoder.attention
-    _encoder.attention = _encoder._attention_padded
+    cpu_dispatch = _encoder_layers.attention
+    _encoder_layers.attention = _attention_padded
     try:
         for layer in enc.layers:
             x = layer(x, layout)
     finally:
-        _encoder.attention = cpu_dispatch
+        _encoder_layers.attention = cpu_dispatch
     return enc.emb_layer_norm_after(x)[: layout.n]
 
 

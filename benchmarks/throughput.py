@@ -39,7 +39,7 @@ from _official import load_official, official_tokens
 
 from rnafm_sklearn import RnaFmEmbedder
 from rnafm_sklearn._embedder import DEFAULT_BATCH_TOKENS
-from rnafm_sklearn._inference import pack_batches
+from rnafm_sklearn._windows import pack_batches
 
 
 def linear_flops_per_token(E=640, F_=5120, L=12) -> float:

@@ -32,9 +32,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._alphabet import Alphabet, get_alphabet, normalize_sequences
     from ._cache import EmbeddingCache, EmbeddingCacheError
-    from ._checkpoint import convert_checkpoint, load_model, read_config, save_model
+    from ._checkpoint import convert_checkpoint, load_model, read_config
+    from ._checkpoint_native import save_model
     from ._embedder import RnaFmEmbedder
-    from ._encoder import RnaFmConfig, RnaFmEncoder
+    from ._encoder import RnaFmEncoder
+    from ._encoder_config import RnaFmConfig
     from ._errors import (
         CheckpointError,
         InvalidParameterError,
@@ -58,9 +60,9 @@ _EXPORTS = {
     "convert_checkpoint": "_checkpoint",
     "load_model": "_checkpoint",
     "read_config": "_checkpoint",
-    "save_model": "_checkpoint",
+    "save_model": "_checkpoint_native",
     "RnaFmEmbedder": "_embedder",
-    "RnaFmConfig": "_encoder",
+    "RnaFmConfig": "_encoder_config",
     "RnaFmEncoder": "_encoder",
     "CheckpointError": "_errors",
     "InvalidParameterError": "_errors",

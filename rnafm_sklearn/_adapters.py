@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._encoder import RnaFmEncoder, _Linear
+from ._encoder import RnaFmEncoder
+from ._encoder_layers import _Linear
 
 __all__ = ["LORA_TARGETS", "LoRA", "TrainSpec", "merged_state", "parse_train", "trainable_encoder"]
 

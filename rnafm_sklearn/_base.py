@@ -31,10 +31,11 @@ from ._choices import (
     TRUNCATION_SIDES,
     default_batch_tokens,
 )
-from ._encoder import RnaFmConfig, RnaFmEncoder
+from ._encoder import RnaFmEncoder
+from ._encoder_config import RnaFmConfig
 from ._errors import InvalidParameterError, WeightsChangedError, warn
 from ._family import family
-from ._inference import Plan, Runner, feature_width, n_windows
+from ._inference import Plan, Runner, feature_width
 from ._kernels_cpu import NUMERICS_VERSION
 from ._kernels_cuda import NUMERICS_VERSION as CUDA_NUMERICS_VERSION
 from ._models import (
@@ -46,6 +47,7 @@ from ._models import (
     resolve_device,
     weights_fingerprint,
 )
+from ._windows import n_windows
 
 __all__ = [
     "AGGREGATIONS",

@@ -8,7 +8,8 @@
 * Schema: :func:`_create_tables` and :func:`_upgrade_v1`.
 * Plumbing: :func:`_retrying` (busy/locked retries), :class:`_transaction`, :func:`_warn`.
 
-The store itself, :class:`~rnafm_sklearn._cache.EmbeddingCache`, is in :mod:`._cache`.
+The store itself, :class:`~rnafm_sklearn._cache.EmbeddingCache`, is in :mod:`._cache`; opening
+the file (the connection, the read-only fallback, recovery) in :mod:`._cache_connection`.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@
 * :func:`_to_encoder`, which turns an official-named state dict into an :class:`RnaFmEncoder`.
 
 Nothing here knows a layout: the readers of each are in :mod:`._checkpoint_formats` (official
-``.pth``, multimolecule) and :mod:`._checkpoint` (native, and the public entry points). Every
-failure is a :class:`CheckpointError` naming the file and the field.
+``.pth``, multimolecule) and :mod:`._checkpoint_native`; the public entry points are in
+:mod:`._checkpoint`. Every failure is a :class:`CheckpointError` naming the file and the field.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from ._alphabet import get_alphabet
-from ._encoder import RnaFmConfig, RnaFmEncoder
+from ._encoder import RnaFmEncoder
+from ._encoder_config import RnaFmConfig
 from ._errors import CheckpointError
 
 _WEIGHTS = "model.safetensors"

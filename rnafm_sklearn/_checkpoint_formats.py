@@ -7,7 +7,8 @@
   and :func:`_parse_hf`, which maps embedding rows back by token string.
 
 Each parser checks the metadata with :mod:`._checkpoint_check` and returns a ``_Parsed`` whose
-``build`` reads the weights. The native layout and the dispatch are in :mod:`._checkpoint`.
+``build`` reads the weights. The native layout is in :mod:`._checkpoint_native`, the dispatch
+in :mod:`._checkpoint`.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from ._base import (
 )
 from ._choices import DEFAULT_BATCH_TOKENS
 from ._contacts import attention_maps, contact_maps
-from ._encoder import RnaFmConfig
+from ._encoder_config import RnaFmConfig
 from ._errors import InvalidParameterError
 from ._family import family
 from ._inference import Plan, Runner

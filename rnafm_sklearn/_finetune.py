@@ -31,9 +31,10 @@ from ._adapters import LORA_TARGETS, TrainSpec, parse_train, trainable_encoder
 from ._alphabet import row_name
 from ._base import RnaFmEstimator
 from ._choices import default_batch_tokens
-from ._encoder import RnaFmConfig, RnaFmEncoder
+from ._encoder import RnaFmEncoder
+from ._encoder_config import RnaFmConfig
 from ._errors import InvalidParameterError, WeightsChangedError, warn
-from ._inference import Plan, Runner, feature_width, n_windows
+from ._inference import Plan, Runner, feature_width
 from ._models import (
     DTYPES,
     absolute_source,
@@ -51,6 +52,7 @@ from ._training import (
     total_steps,
     train,
 )
+from ._windows import n_windows
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",

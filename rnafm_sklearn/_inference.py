@@ -1,4 +1,4 @@
-"""Running an encoder over many sequences: batching, long-sequence windows, pooling.
+"""Running an encoder over many sequences: the :class:`Runner` (batches, pooling, log-probs).
 
 Knows nothing of scikit-learn. Input is token ids as ``bytes`` (one byte
 per token, without ``<cls>``/``<eos>``: compact enough for millions of sequences), output numpy
@@ -6,6 +6,9 @@ arrays. Work is streamed: sequences are cut into *pieces* (one per sequence, or
 several overlapping windows for a long one), pieces are sorted by length and packed into
 batches under a token budget (padding counted), and each sequence is pooled and released as
 soon as its last piece has been computed. Memory is bounded by the batch plus the output.
+How pieces are cut, batched and stitched back is in :mod:`._windows`; this module holds what
+to compute (:class:`Plan`), the runner that streams batches through the encoder (with the
+out-of-memory back-off) and the pooling.
 
 Pooling runs on the encoder's device, in float32: only the pooled vectors of a batch cross to
 the host (one copy per batch), never its hidden states, except for per-token output. From a
@@ -16,7 +19,6 @@ while the GPU finishes the current one.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -24,7 +26,9 @@ import numpy as np
 import torch
 
 from ._alphabet import get_alphabet
-from ._encoder import RnaFmEncoder, is_out_of_memory
+from ._encoder import RnaFmEncoder
+from ._encoder_attention import is_out_of_memory
+from ._windows import _Piece, _window_mean, pack_batches, window_ownership
 
 logger = logging.getLogger("rnafm_sklearn")
 
@@ -46,115 +50,10 @@ class Plan:
     poolings: tuple[str, ...] = ("mean",)
 
 
-@dataclass
-class _Piece:
-    seq: int  # index of the sequence this piece belongs to
-    start: int  # first sequence token covered by the piece
-    n: int  # number of sequence tokens in the piece (without <cls>/<eos>)
-    keep: tuple[int, int]  # sequence positions [a, b) whose states are taken from this piece
-    masked: int = -1  # sequence position replaced by <mask> in this piece (-1: none)
-
-    @property
-    def kept(self) -> slice:
-        """Columns of the piece's padded row (``<cls>`` first) holding positions ``keep``."""
-        a, b = self.keep
-        return slice(1 + a - self.start, 1 + b - self.start)
-
-
-def _window_mean(parts: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``<cls>``/``<eos>`` of a windowed sequence: the average over its windows."""
-    return torch.stack(list(parts)).mean(0)
-
-
-def stitch(
-    pieces: Sequence[_Piece], states: torch.Tensor, n_sequences: int
-) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Per sequence ``(states (..., L, E), cls (..., E), eos (..., E))`` from per-piece rows.
-
-    ``states`` is ``(..., n_pieces, T, E)``, row ``r`` computed from ``pieces[r]`` (as from
-    :meth:`Runner.padded_pieces`); every operation keeps autograd. The rule of the runner's
-    streamed outputs: each position from the window that owns it (see
-    :func:`window_ownership`), ``<cls>``/``<eos>`` averaged over a sequence's windows.
-    """
-    by_seq: list[list[int]] = [[] for _ in range(n_sequences)]
-    for row, p in enumerate(pieces):
-        by_seq[p.seq].append(row)
-    out = []
-    for rows in by_seq:
-        if len(rows) == 1:
-            row = rows[0]
-            n = pieces[row].n
-            out.append(
-                (states[..., row, 1 : 1 + n, :], states[..., row, 0, :], states[..., row, 1 + n, :])
-            )
-            continue
-        h = torch.cat([states[..., r, pieces[r].kept, :] for r in rows], dim=-2)
-        cls = _window_mean([states[..., r, 0, :] for r in rows])
-        eos = _window_mean([states[..., r, 1 + pieces[r].n, :] for r in rows])
-        out.append((h, cls, eos))
-    return out
-
-
 def feature_width(plan: Plan, hidden: int) -> int:
     """Number of pooled features per sequence."""
     n_groups = len(plan.layers) if plan.aggregate == "concat" else 1
     return n_groups * len(plan.poolings) * hidden
-
-
-def window_starts(n: int, window: int, stride: int) -> list[int]:
-    """Start of each window over ``n`` tokens; the last window ends exactly at ``n``."""
-    if n <= window:
-        return [0]
-    starts = list(range(0, n - window, stride))
-    return starts + [n - window]
-
-
-def window_ownership(n: int, window: int, stride: int) -> list[tuple[int, int, int]]:
-    """``(start, a, b)`` per window: positions ``[a, b)`` are taken from that window.
-
-    Each position takes its state from the window in which it is farthest from an edge (the
-    overlap is split at its midpoint), so every nucleotide has context on both sides whenever
-    the sequence allows it.
-    """
-    starts = window_starts(n, window, stride)
-    out = []
-    for j, s in enumerate(starts):
-        a = 0 if j == 0 else (s + starts[j - 1] + window + 1) // 2
-        b = n if j == len(starts) - 1 else (starts[j + 1] + s + window + 1) // 2
-        out.append((s, a, b))
-    return out
-
-
-def pack_batches(
-    lengths: Sequence[int],
-    budget: int,
-    counts: Sequence[int] | None = None,
-    order: Sequence[int] | None = None,
-) -> list[list[int]]:
-    """Group items (sorted longest first) so that ``max_len * n_rows <= budget``.
-
-    ``counts[i]`` is the number of padded rows item ``i`` occupies (default 1: one piece;
-    a windowed sequence in training occupies one row per window; a pair map, its length).
-    ``order`` cuts the items in that order instead (e.g. a random one). An item over the
-    budget gets a batch of its own.
-    """
-    if order is None:
-        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    width = rows = 0
-    for i in order:
-        k = 1 if counts is None else counts[i]
-        new_width = max(width, lengths[i])
-        if current and new_width * (rows + k) > budget:
-            batches.append(current)
-            current, width, rows = [], 0, 0
-            new_width = lengths[i]
-        current.append(i)
-        width, rows = new_width, rows + k
-    if current:
-        batches.append(current)
-    return batches
 
 
 @dataclass
@@ -534,8 +433,3 @@ def _pool(
         else:  # pragma: no cover - validated by the caller
             raise ValueError(name)
     return torch.stack(parts, 1)
-
-
-def n_windows(n_tokens: int, window: int, stride: int) -> int:
-    """Number of forward-pass pieces for a sequence of ``n_tokens`` tokens."""
-    return 1 if n_tokens <= window else math.ceil((n_tokens - window) / stride) + 1

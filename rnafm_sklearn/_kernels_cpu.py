@@ -1,7 +1,8 @@
 """CPU kernels of the encoder: oneDNN pre-packed linear layers, bfloat16 attention, row buckets.
 
 This module imports torch only and knows nothing of the encoder: its functions take tensors,
-shapes and ``(first row, length)`` segments. ``_encoder.py`` decides when to call them.
+shapes and ``(first row, length)`` segments. The encoder decides when to call them
+(``_encoder_layers.py`` for the linear layers, ``_encoder_attention.py`` for attention).
 """
 
 from __future__ import annotations

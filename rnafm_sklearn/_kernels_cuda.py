@@ -1,7 +1,8 @@
 """CUDA kernels of the encoder: variable-length (unpadded) self-attention.
 
 This module imports torch only and knows nothing of the encoder: its functions take tensors,
-shapes and ``(first row, length)`` segments. ``_encoder.py`` decides when to call them.
+shapes and ``(first row, length)`` segments. ``_encoder_attention.py`` decides when to call
+them.
 
 The kernel is ``scaled_dot_product_attention`` on nested tensors of the jagged layout: q, k
 and v are views of the fused projection, one ragged sequence each, with no padding and no

@@ -19,7 +19,8 @@ import torch
 
 from ._alphabet import Alphabet, get_alphabet
 from ._encoder import RnaFmEncoder
-from ._inference import Runner, n_windows
+from ._inference import Runner
+from ._windows import n_windows
 
 __all__ = [
     "MASKED_BATCH_TOKENS_BF16_CPU",

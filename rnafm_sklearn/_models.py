@@ -23,7 +23,8 @@ import torch
 
 from ._checkpoint import load_model, load_pair_head, read_config
 from ._choices import DTYPE_NAMES
-from ._encoder import RnaFmConfig, RnaFmEncoder
+from ._encoder import RnaFmEncoder
+from ._encoder_config import RnaFmConfig
 from ._errors import InvalidParameterError
 from ._hub import PRETRAINED
 from ._pair_head import PairHead

@@ -21,7 +21,7 @@ from ._alphabet import Alphabet, get_alphabet, normalize_sequences, row_name
 from ._base import RnaFmEstimator, _among, _as_sequences, _cut, select_column
 from ._cache import EmbeddingCache
 from ._choices import KINDS, METHODS
-from ._encoder import RnaFmConfig
+from ._encoder_config import RnaFmConfig
 from ._errors import warn
 from ._family import family
 from ._lm import LogProbs, masked_lm

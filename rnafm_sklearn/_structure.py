@@ -28,9 +28,10 @@ from ._alphabet import get_alphabet, row_name
 from ._base import RnaFmEstimator, _deduplicate
 from ._decoding import decode_greedy, decode_nested
 from ._embedder import _expand
-from ._encoder import RnaFmConfig, RnaFmEncoder
+from ._encoder import RnaFmEncoder
+from ._encoder_config import RnaFmConfig
 from ._errors import InvalidParameterError
-from ._inference import Plan, Runner, n_windows, pack_batches
+from ._inference import Plan, Runner
 from ._models import DTYPES, absolute_source, get_encoder, weights_fingerprint
 from ._pairs import base_pair_f1, pairs_to_dot_bracket
 from ._structure_heads import (
@@ -54,6 +55,7 @@ from ._structure_training import (
     PairTrainOptions,
     train_pair_head,
 )
+from ._windows import n_windows, pack_batches
 
 __all__ = ["DEFAULT_MAX_MAP_ELEMENTS", "RnaFmStructurePredictor"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._checkpoint import save_model
+from ._checkpoint_native import save_model
 from ._encoder import RnaFmEncoder
 from ._models import get_pair_head
 from ._pair_head import PairHead

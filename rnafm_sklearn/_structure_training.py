@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._encoder import RnaFmEncoder
-from ._inference import Plan, Runner, pack_batches, stitch
+from ._inference import Plan, Runner
 from ._training import TrainResult, _autocast, epoch_rng, warmup_linear_decay
+from ._windows import pack_batches, stitch
 
 __all__ = [
     "PairData",

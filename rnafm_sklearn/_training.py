@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._encoder import RnaFmEncoder
-from ._inference import Plan, Runner, _pool, pack_batches, stitch
+from ._inference import Plan, Runner, _pool
+from ._windows import pack_batches, stitch
 
 __all__ = [
     "Data",

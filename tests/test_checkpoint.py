@@ -603,6 +603,7 @@ def test_read_config_reads_no_weights(monkeypatch, tmp_path):
     import safetensors.torch
 
     import rnafm_sklearn._checkpoint as checkpoint
+    import rnafm_sklearn._checkpoint_native as native_layout
 
     def refuse(*args, **kwargs):
         raise AssertionError("read_config loaded tensor data")
@@ -612,6 +613,7 @@ def test_read_config_reads_no_weights(monkeypatch, tmp_path):
     shutil.copytree(TINY_HF, hf)
     monkeypatch.setattr(safetensors.torch, "load_file", refuse)
     monkeypatch.setattr(checkpoint, "sha256_file", refuse)
+    monkeypatch.setattr(native_layout, "sha256_file", refuse)
     assert checkpoint.read_config(native).hidden_size == 32
     assert checkpoint.read_config(hf).num_heads == 4
 

@@ -15,11 +15,12 @@ from _official import load_official, official_tokens
 from _tolerance import assert_close
 from conftest import ROOT, TINY_PTH
 
-import rnafm_sklearn._encoder as encoder_module
+import rnafm_sklearn._encoder_attention as attention_module
+import rnafm_sklearn._encoder_layers as layers_module
 import rnafm_sklearn._kernels_cpu as kernels
 import rnafm_sklearn._models as models
 from rnafm_sklearn import RnaFmEmbedder, RnaFmEncoder, load_model
-from rnafm_sklearn._encoder import _Linear
+from rnafm_sklearn._encoder_layers import _Linear
 from rnafm_sklearn._kernels_cpu import bucketed
 
 pytestmark = pytest.mark.numerics
@@ -165,7 +166,7 @@ def test_a_failing_packed_product_falls_back_to_the_dense_weight(
     monkeypatch, caplog, real_sequences
 ):
     """A RuntimeError from the oneDNN operator at run time: F.linear from then on, one warning."""
-    monkeypatch.setattr(encoder_module, "_FALLBACK_WARNED", False)
+    monkeypatch.setattr(layers_module, "_FALLBACK_WARNED", False)
     dense = load_model(TINY_PTH)
     packed = _packed_copy(dense)
     _, alpha = load_official(TINY_PTH)
@@ -200,7 +201,7 @@ def test_a_failing_packed_product_falls_back_to_the_dense_weight(
 @torch.no_grad()
 def test_out_of_memory_in_a_packed_product_is_not_a_kernel_failure(monkeypatch):
     """Memory errors go to the caller's back-off (which halves the batch); the layer stays packed."""
-    monkeypatch.setattr(encoder_module, "_FALLBACK_WARNED", False)
+    monkeypatch.setattr(layers_module, "_FALLBACK_WARNED", False)
     packed = _packed_copy(load_model(TINY_PTH))
     reorder, _ = kernels._onednn_linear_ops()
 
@@ -211,7 +212,7 @@ def test_out_of_memory_in_a_packed_product_is_not_a_kernel_failure(monkeypatch):
     with pytest.raises(RuntimeError, match="not enough memory"):
         packed(torch.tensor([[0, 4, 5, 6, 7, 2]]))
     assert all(m._packed is not None for m in _linears(packed))
-    assert encoder_module._FALLBACK_WARNED is False
+    assert layers_module._FALLBACK_WARNED is False
 
 
 def test_the_kernels_module_imports_torch_only():
@@ -284,11 +285,11 @@ def test_padded_attention_of_other_devices_agrees_with_the_cpu_kernels(dtype):
     """The masked (B, T) path (CUDA, MPS) computes what the per-sequence CPU kernels do."""
     lengths = [5, 130, 1, 40, 0]  # and a row of padding only
     pad = torch.arange(130)[None] >= torch.tensor(lengths)[:, None]
-    layout = encoder_module._Layout(pad)
+    layout = attention_module._Layout(pad)
     heads, E = 8, 64
     gen = torch.Generator().manual_seed(1)
     qkv = torch.randn(layout.rows, 3 * E, generator=gen).to(dtype)
-    got = encoder_module._attention_padded(qkv, layout, heads)
+    got = attention_module._attention_padded(qkv, layout, heads)
     want = kernels.attention_sdpa_cpu(qkv, layout.segments, heads)
     assert layout.rows == 192 and got.shape == want.shape == (192, E)
     assert torch.count_nonzero(got[176:]) == 0 and torch.count_nonzero(want[176:]) == 0

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from _official import load_official, official_tokens
 from conftest import TINY_PTH
 
-import rnafm_sklearn._encoder as encoder_module
+import rnafm_sklearn._encoder_layers as layers_module
 import rnafm_sklearn._kernels_cuda as kernels
 from rnafm_sklearn import load_model
-from rnafm_sklearn._encoder import _attention_padded, _Layout
+from rnafm_sklearn._encoder_attention import _attention_padded, _Layout
 
 pytestmark = pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors:UserWarning")
 
@@ -93,7 +93,7 @@ def test_the_encoder_with_varlen_attention_matches_official(monkeypatch, device,
     def varlen(qkv, layout, num_heads):
         return kernels.attention_varlen(qkv, layout.segments, layout.n, num_heads)
 
-    monkeypatch.setattr(encoder_module, "attention", varlen)
+    monkeypatch.setattr(layers_module, "attention", varlen)
     official, alpha = load_official(TINY_PTH)
     by_length = sorted(real_sequences, key=len)
     tokens = official_tokens(alpha, by_length[:4] + by_length[-2:])  # much padding
@@ -189,7 +189,7 @@ def test_a_failing_varlen_kernel_falls_back_to_the_padded_call(monkeypatch, capl
     not crash the forward pass: padded attention from then on, one warning per process."""
     import logging
 
-    import rnafm_sklearn._encoder as enc
+    import rnafm_sklearn._encoder_attention as enc
 
     lengths = [9, 3, 14]
     pad = torch.arange(14)[None, :] >= torch.tensor(lengths)[:, None]

@@ -17,7 +17,8 @@ from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 
 from rnafm_sklearn import RnaFmConfig, RnaFmEmbedder, get_alphabet
-from rnafm_sklearn._inference import Plan, Runner, window_ownership, window_starts
+from rnafm_sklearn._inference import Plan, Runner
+from rnafm_sklearn._windows import window_ownership, window_starts
 
 TOL = 1e-5
 MODEL = str(TINY_PTH)

@@ -11,7 +11,7 @@ from conftest import DATA, FIXTURES
 
 from rnafm_sklearn import RnaFmEmbedder, load_model
 from rnafm_sklearn._cli import main as cli_main
-from rnafm_sklearn._inference import window_ownership
+from rnafm_sklearn._windows import window_ownership
 
 TINY = FIXTURES / "mRNA-FM_tiny.pth"
 TINY_HF = FIXTURES / "multimolecule-mrnafm-tiny"

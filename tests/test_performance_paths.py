@@ -10,7 +10,7 @@ from conftest import TINY_PTH
 
 import rnafm_sklearn._models as models
 from rnafm_sklearn import RnaFmEmbedder
-from rnafm_sklearn._inference import pack_batches
+from rnafm_sklearn._windows import pack_batches
 
 MODEL = str(TINY_PTH)
 

@@ -29,7 +29,8 @@ from rnafm_sklearn import (
     load_model,
     score_variants,
 )
-from rnafm_sklearn._inference import Runner, window_ownership
+from rnafm_sklearn._inference import Runner
+from rnafm_sklearn._windows import window_ownership
 
 TOL = 1e-4
 MRNA_PTH = FIXTURES / "mRNA-FM_tiny.pth"
@@ -220,7 +221,7 @@ def test_logits_at_read_out_rows_equal_the_full_logits(dtype, packed, device):
 def test_attention_at_some_query_rows_equals_full_attention(dtype, device):
     """The read-out attention (either kernel) on O(1) random q/k/v, where a wrong key range,
     sequence or scale moves the output far beyond bf16 rounding."""
-    from rnafm_sklearn._encoder import _attention_at, _Layout, attention
+    from rnafm_sklearn._encoder_attention import _attention_at, _Layout, attention
 
     lengths = [40, 7, 1, 25]
     pad = torch.arange(40)[None, :] >= torch.tensor(lengths)[:, None]
@@ -614,7 +615,7 @@ def test_pseudo_likelihood_runs_in_bounded_chunks(monkeypatch):
 def test_logits_at_with_all_row_attention_as_on_a_gpu(monkeypatch):
     """Off the CPU the read-out layer runs attention for all rows and picks the read-out
     ones (one batched kernel instead of a launch per sequence): same logits."""
-    import rnafm_sklearn._encoder as enc
+    import rnafm_sklearn._encoder_layers as enc
 
     encoder = load_model(TINY_PTH)
     ids, at = _read_out_batch(encoder)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ._alphabet import Alphabet, get_alphabet, normalize_sequences
     from ._cache import EmbeddingCache, EmbeddingCacheError
     from ._checkpoint import convert_checkpoint, load_model, read_config, save_model
+    from ._classifier import RnaFmClassifier
     from ._embedder import RnaFmEmbedder
     from ._encoder import RnaFmConfig, RnaFmEncoder
     from ._errors import (
@@ -41,10 +42,10 @@ if TYPE_CHECKING:
         WeightsChangedError,
         WeightsUnavailableError,
     )
-    from ._finetune import RnaFmClassifier, RnaFmRegressor
     from ._hub import PRETRAINED, cache_dir, pretrained_path
     from ._io import read_fasta
     from ._models import clear_model_cache
+    from ._regressor import RnaFmRegressor
     from ._scoring import RnaFmLikelihood, RnaFmVariantScorer, score_variants
     from ._structure import RnaFmStructurePredictor
     from ._structure_files import base_pair_f1, read_structures, write_structures
@@ -59,6 +60,7 @@ _EXPORTS = {
     "load_model": "_checkpoint",
     "read_config": "_checkpoint",
     "save_model": "_checkpoint",
+    "RnaFmClassifier": "_classifier",
     "RnaFmEmbedder": "_embedder",
     "RnaFmConfig": "_encoder",
     "RnaFmEncoder": "_encoder",
@@ -66,13 +68,12 @@ _EXPORTS = {
     "InvalidParameterError": "_errors",
     "WeightsChangedError": "_errors",
     "WeightsUnavailableError": "_errors",
-    "RnaFmClassifier": "_finetune",
-    "RnaFmRegressor": "_finetune",
     "PRETRAINED": "_hub",
     "cache_dir": "_hub",
     "pretrained_path": "_hub",
     "read_fasta": "_io",
     "clear_model_cache": "_models",
+    "RnaFmRegressor": "_regressor",
     "RnaFmLikelihood": "_scoring",
     "RnaFmVariantScorer": "_scoring",
     "score_variants": "_scoring",

@@ -44,11 +44,12 @@ if TYPE_CHECKING:
     )
     from ._hub import PRETRAINED, cache_dir, pretrained_path
     from ._io import read_fasta
+    from ._likelihood import RnaFmLikelihood
     from ._models import clear_model_cache
     from ._regressor import RnaFmRegressor
-    from ._scoring import RnaFmLikelihood, RnaFmVariantScorer, score_variants
     from ._structure import RnaFmStructurePredictor
     from ._structure_files import base_pair_f1, read_structures, write_structures
+    from ._variant_scorer import RnaFmVariantScorer, score_variants
 
 _EXPORTS = {
     "Alphabet": "_alphabet",
@@ -72,15 +73,15 @@ _EXPORTS = {
     "cache_dir": "_hub",
     "pretrained_path": "_hub",
     "read_fasta": "_io",
+    "RnaFmLikelihood": "_likelihood",
     "clear_model_cache": "_models",
     "RnaFmRegressor": "_regressor",
-    "RnaFmLikelihood": "_scoring",
-    "RnaFmVariantScorer": "_scoring",
-    "score_variants": "_scoring",
     "RnaFmStructurePredictor": "_structure",
     "base_pair_f1": "_structure_files",
     "read_structures": "_structure_files",
     "write_structures": "_structure_files",
+    "RnaFmVariantScorer": "_variant_scorer",
+    "score_variants": "_variant_scorer",
 }
 
 __version__ = "0.1.0"  # the one place; pyproject.toml reads it (dynamic version)

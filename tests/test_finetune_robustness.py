@@ -249,7 +249,7 @@ def test_fine_tuning_borrows_nothing_from_other_estimators_or_runner_internals()
     for name in modules:
         text = (package / f"{name}.py").read_text()
         imported = {n.module for n in ast.walk(ast.parse(text)) if isinstance(n, ast.ImportFrom)}
-        assert not imported & {"_embedder", "_scoring", "_likelihood", "_variants"}, name
+        assert not imported & {"_embedder", "_scoring", "_likelihood", "_variant_scorer"}, name
         assert "pack_for_cpu" not in text, name
     assert "runner._" not in (package / "_training.py").read_text()
 

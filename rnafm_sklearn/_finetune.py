@@ -28,6 +28,7 @@ from ._finetune_options import Settings, fit_settings
 from ._finetune_targets import sample_weights
 from ._inference import Plan, Runner, feature_width, n_windows
 from ._models import DTYPES, get_encoder, weights_fingerprint
+from ._schedule import total_steps
 from ._training import (
     Data,
     Head,
@@ -36,7 +37,6 @@ from ._training import (
     classification_loss,
     r2,
     regression_loss,
-    total_steps,
     train,
 )
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ._cache import EmbeddingCache, EmbeddingCacheError
     from ._checkpoint import convert_checkpoint, load_model, read_config
     from ._checkpoint_native import save_model
+    from ._classifier import RnaFmClassifier
     from ._embedder import RnaFmEmbedder
     from ._encoder import RnaFmEncoder
     from ._encoder_config import RnaFmConfig
@@ -43,13 +44,14 @@ if TYPE_CHECKING:
         WeightsChangedError,
         WeightsUnavailableError,
     )
-    from ._finetune import RnaFmClassifier, RnaFmRegressor
     from ._hub import PRETRAINED, cache_dir, pretrained_path
     from ._io import read_fasta
+    from ._likelihood import RnaFmLikelihood
     from ._models import clear_model_cache
-    from ._scoring import RnaFmLikelihood, RnaFmVariantScorer, score_variants
+    from ._regressor import RnaFmRegressor
     from ._structure import RnaFmStructurePredictor
     from ._structure_files import base_pair_f1, read_structures, write_structures
+    from ._variant_scorer import RnaFmVariantScorer, score_variants
 
 _EXPORTS = {
     "Alphabet": "_alphabet",
@@ -61,6 +63,7 @@ _EXPORTS = {
     "load_model": "_checkpoint",
     "read_config": "_checkpoint",
     "save_model": "_checkpoint_native",
+    "RnaFmClassifier": "_classifier",
     "RnaFmEmbedder": "_embedder",
     "RnaFmConfig": "_encoder_config",
     "RnaFmEncoder": "_encoder",
@@ -68,20 +71,19 @@ _EXPORTS = {
     "InvalidParameterError": "_errors",
     "WeightsChangedError": "_errors",
     "WeightsUnavailableError": "_errors",
-    "RnaFmClassifier": "_finetune",
-    "RnaFmRegressor": "_finetune",
     "PRETRAINED": "_hub",
     "cache_dir": "_hub",
     "pretrained_path": "_hub",
     "read_fasta": "_io",
+    "RnaFmLikelihood": "_likelihood",
     "clear_model_cache": "_models",
-    "RnaFmLikelihood": "_scoring",
-    "RnaFmVariantScorer": "_scoring",
-    "score_variants": "_scoring",
+    "RnaFmRegressor": "_regressor",
     "RnaFmStructurePredictor": "_structure",
     "base_pair_f1": "_structure_files",
     "read_structures": "_structure_files",
     "write_structures": "_structure_files",
+    "RnaFmVariantScorer": "_variant_scorer",
+    "score_variants": "_variant_scorer",
 }
 
 __version__ = "0.1.0"  # the one place; pyproject.toml reads it (dynamic version)

@@ -300,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
 def run_likelihood(args: argparse.Namespace) -> int:
     """Likelihood features of ``args.input`` into ``args.output``; raise on failure."""
     outputs, source = _check_files(args)
-    from ._scoring import RnaFmLikelihood
+    from ._likelihood import RnaFmLikelihood
 
     lik = RnaFmLikelihood(
         **_given(args, *_COMMON, "kind", "long_sequences", "truncation_side", "cache"),
@@ -372,7 +372,7 @@ def run_score(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ._cli_files import _ids, _read_table, _require_column, _write_frame
-    from ._scoring import RnaFmVariantScorer
+    from ._variant_scorer import RnaFmVariantScorer
 
     table = _read_table(source, kind, ".csv, .tsv or .parquet")
     variant_column = args.mutant_column or args.mutation_column

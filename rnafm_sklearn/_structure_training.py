@@ -22,7 +22,8 @@ from torch import nn
 
 from ._encoder import RnaFmEncoder
 from ._inference import Plan, Runner
-from ._training import TrainResult, _autocast, epoch_rng, warmup_linear_decay
+from ._schedule import epoch_rng, warmup_linear_decay
+from ._training import TrainResult, _autocast
 from ._windows import pack_batches, stitch
 
 __all__ = [

@@ -245,10 +245,12 @@ def test_fine_tuning_borrows_nothing_from_other_estimators_or_runner_internals()
     from pathlib import Path
 
     package = Path(finetune.__file__).parent
-    tree = ast.parse((package / "_finetune.py").read_text())
-    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert "_embedder" not in imported and "_scoring" not in imported
-    assert "pack_for_cpu" not in (package / "_finetune.py").read_text()
+    modules = ["_finetune", "_finetune_options", "_finetune_targets", "_classifier", "_regressor"]
+    for name in modules:
+        text = (package / f"{name}.py").read_text()
+        imported = {n.module for n in ast.walk(ast.parse(text)) if isinstance(n, ast.ImportFrom)}
+        assert not imported & {"_embedder", "_scoring", "_likelihood", "_variant_scorer"}, name
+        assert "pack_for_cpu" not in text, name
     assert "runner._" not in (package / "_training.py").read_text()
 
 

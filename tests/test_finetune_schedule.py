@@ -20,7 +20,8 @@ from rnafm_sklearn._alphabet import get_alphabet
 from rnafm_sklearn._choices import DEFAULT_BATCH_TOKENS
 from rnafm_sklearn._inference import Plan, Runner
 from rnafm_sklearn._models import get_encoder
-from rnafm_sklearn._training import Data, Head, TrainOptions, micro_batches
+from rnafm_sklearn._schedule import micro_batches
+from rnafm_sklearn._training import Data, Head, TrainOptions
 
 MODEL = str(TINY_PTH)
 CPU = torch.device("cpu")

@@ -593,7 +593,7 @@ def test_parameter_and_shape_errors():
 
 def test_pseudo_likelihood_runs_in_bounded_chunks(monkeypatch):
     """The masked sites of all sequences are never planned at once (memory grows per chunk)."""
-    from rnafm_sklearn import _scoring
+    from rnafm_sklearn import _likelihood
     from rnafm_sklearn._lm import LogProbs
 
     seqs = [random_rna(12 + i, 50 + i) for i in range(7)]
@@ -606,7 +606,7 @@ def test_pseudo_likelihood_runs_in_bounded_chunks(monkeypatch):
         return real(self, token_lists)
 
     monkeypatch.setattr(LogProbs, "pseudo_log_likelihood", spy)
-    monkeypatch.setattr(_scoring, "_CHUNK", 3)
+    monkeypatch.setattr(_likelihood, "_CHUNK", 3)
     chunked = RnaFmLikelihood(model=str(TINY_PTH), progress=False).fit_transform(seqs)
     assert sizes == [3, 3, 1]
     assert_close(chunked, whole)  # other batches

@@ -12,32 +12,17 @@ import torch
 from sklearn.base import TransformerMixin
 
 from ._alphabet import row_name
-from ._base import (
-    AGGREGATIONS,
-    POLICIES,
-    POOLING_CHOICES,
-    TRUNCATION_SIDES,
-    RnaFmEstimator,
-    _deduplicate,
-    select_column,
-)
-from ._choices import DEFAULT_BATCH_TOKENS
+from ._base import RnaFmEstimator
+from ._choices import AGGREGATIONS
 from ._contacts import attention_maps, contact_maps
 from ._encoder import RnaFmConfig
 from ._errors import InvalidParameterError
 from ._family import family
 from ._inference import Plan, Runner
+from ._input import _deduplicate, _expand
 from ._lm import masked_lm
 
-__all__ = [
-    "AGGREGATIONS",
-    "DEFAULT_BATCH_TOKENS",
-    "POLICIES",
-    "POOLING_CHOICES",
-    "TRUNCATION_SIDES",
-    "RnaFmEmbedder",
-    "select_column",
-]
+__all__ = ["RnaFmEmbedder"]
 
 
 class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
@@ -639,17 +624,3 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
         runner = self._runner(self._encoder(device))
         tokens, _ = self._tokens(X, config)
         return runner, plan, tokens
-
-
-def _expand(arrays: list[np.ndarray], inverse: np.ndarray) -> list[np.ndarray]:
-    """One array per input row from the arrays of the unique rows.
-
-    Duplicate rows are computed once but returned as independent arrays: editing one row's
-    array must not change another's.
-    """
-    seen: set[int] = set()
-    out = []
-    for j in inverse.tolist():
-        out.append(arrays[j].copy() if j in seen else arrays[j])
-        seen.add(j)
-    return out

@@ -18,12 +18,13 @@ import torch
 from sklearn.base import TransformerMixin
 
 from ._alphabet import Alphabet, get_alphabet, normalize_sequences, row_name
-from ._base import RnaFmEstimator, _among, _as_sequences, _cut, select_column
+from ._base import RnaFmEstimator, _among
 from ._cache import EmbeddingCache
 from ._choices import KINDS, METHODS
 from ._encoder import RnaFmConfig
 from ._errors import warn
 from ._family import family
+from ._input import _as_sequences, _cut, select_column
 from ._lm import LogProbs, masked_lm
 from ._models import weights_fingerprint
 from ._mutations import Variant, apply, mutations_from_mutant, parse_mutations

@@ -25,12 +25,12 @@ from torch import nn
 
 from ._adapters import TrainSpec, trainable_encoder
 from ._alphabet import get_alphabet, row_name
-from ._base import RnaFmEstimator, _deduplicate
+from ._base import RnaFmEstimator
 from ._decoding import decode_greedy, decode_nested
-from ._embedder import _expand
 from ._encoder import RnaFmConfig, RnaFmEncoder
 from ._errors import InvalidParameterError
 from ._inference import Plan, Runner, n_windows, pack_batches
+from ._input import _deduplicate, _expand
 from ._models import DTYPES, absolute_source, get_encoder, weights_fingerprint
 from ._pairs import base_pair_f1, pairs_to_dot_bracket
 from ._structure_heads import (

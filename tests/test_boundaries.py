@@ -70,7 +70,8 @@ def test_kernels_know_nothing_of_the_package():
 
 def test_only_the_cli_prints():
     for path in PACKAGE.glob("*.py"):
-        if path.stem in ("_cli", "_cli_structure"):  # the command line (one module a command)
+        # the command line: main, its shared messages, and one module per large command
+        if path.stem in ("_cli", "_cli_common", "_cli_score", "_cli_structure"):
             continue
         calls = [
             n

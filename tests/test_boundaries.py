@@ -39,6 +39,8 @@ FORBIDDEN = {
     "_cache_file": {"torch", "sklearn", "rnafm_sklearn._checkpoint", "rnafm_sklearn._encoder",
                     "rnafm_sklearn._models", "rnafm_sklearn._hub", "rnafm_sklearn._embedder"},
     "_io": {"torch", "sklearn"},
+    # what the estimators read as X: numpy and pandas only
+    "_input": {"torch", "sklearn", "rnafm_sklearn."},
     "_encoder": {"sklearn", "pandas", "rnafm_sklearn._checkpoint", "rnafm_sklearn._embedder",
                  "rnafm_sklearn._cache", "rnafm_sklearn._inference"},
     "_inference": {"sklearn", "pandas", "rnafm_sklearn._embedder", "rnafm_sklearn._cache"},

@@ -328,7 +328,6 @@ class RnaFmEmbedder(TransformerMixin, RnaFmEstimator):
     transform_attention = _outputs.transform_attention
     transform_contacts = _outputs.transform_contacts
 
-
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Names of the output columns, e.g. ``rnafm_l12_mean_0``.
 

@@ -39,7 +39,7 @@ from _official import load_official
 from throughput import linear_flops_per_token, official_runner, real_sequences
 
 from rnafm_sklearn import RnaFmEmbedder
-from rnafm_sklearn._embedder import DEFAULT_BATCH_TOKENS
+from rnafm_sklearn._choices import DEFAULT_BATCH_TOKENS
 
 DEVICE = "cuda"
 BUDGET = DEFAULT_BATCH_TOKENS["cuda"]

@@ -57,7 +57,7 @@ from scipy.stats import spearmanr
 from throughput import linear_flops_per_token, matmul_rate
 
 from rnafm_sklearn import RnaFmLikelihood, read_fasta, score_variants
-from rnafm_sklearn._embedder import DEFAULT_BATCH_TOKENS
+from rnafm_sklearn._choices import DEFAULT_BATCH_TOKENS
 from rnafm_sklearn._lm import MASKED_BATCH_TOKENS_BF16_CPU
 from rnafm_sklearn._mutations import all_single_mutants
 

@@ -38,7 +38,7 @@ from _common import cosine, full_size_checkpoint, mrna233, rfam
 from _official import load_official, official_tokens
 
 from rnafm_sklearn import RnaFmEmbedder
-from rnafm_sklearn._embedder import DEFAULT_BATCH_TOKENS
+from rnafm_sklearn._choices import DEFAULT_BATCH_TOKENS
 from rnafm_sklearn._windows import pack_batches
 
 

@@ -11,13 +11,12 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence, Set
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from numbers import Integral
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from sklearn.base import BaseEstimator
 
@@ -36,6 +35,7 @@ from ._encoder_config import RnaFmConfig
 from ._errors import InvalidParameterError, WeightsChangedError, warn
 from ._family import family
 from ._inference import Plan, Runner, feature_width
+from ._input import _as_sequences, _deduplicate
 from ._kernels_cpu import NUMERICS_VERSION
 from ._kernels_cuda import NUMERICS_VERSION as CUDA_NUMERICS_VERSION
 from ._models import (
@@ -49,16 +49,7 @@ from ._models import (
 )
 from ._windows import n_windows
 
-__all__ = [
-    "AGGREGATIONS",
-    "POLICIES",
-    "POOLING_CHOICES",
-    "TRUNCATION_SIDES",
-    "RnaFmEstimator",
-    "select_column",
-]
-
-# AGGREGATIONS, POLICIES, ... live in ``_choices`` (torch-free, read by the command line)
+__all__ = ["RnaFmEstimator"]
 
 
 class RnaFmEstimator(BaseEstimator):
@@ -420,90 +411,3 @@ class RnaFmEstimator(BaseEstimator):
 
 def _among(choices: Sequence[str]) -> str:
     return "a str among {" + ", ".join(repr(c) for c in sorted(choices)) + "}"
-
-
-# ------------------------------------------------------------------------------- input
-
-
-def select_column(
-    columns: Sequence[object], column: object, what: str = "X", parameter: str = "column"
-) -> object:
-    """Label of the sequence column among a DataFrame's ``columns``.
-
-    ``column=None`` takes the only column. A label that is absent, or present more than once
-    (pandas would return a DataFrame and its column names would be read as sequences), is a
-    ``ValueError`` naming the columns and ``parameter``, the option that chooses the column.
-    """
-    labels = list(columns)
-    if column is None:
-        if len(labels) == 1:
-            return labels[0]
-        raise ValueError(
-            f"{what} is a DataFrame with {len(labels)} columns {labels}; set "
-            "column='<name of the sequence column>' or pass that column alone."
-        )
-    hits = sum(1 for c in labels if c == column)
-    if hits == 0:
-        raise ValueError(
-            f"Column {column!r} not found in {what}; available columns: {labels}. Set "
-            f"{parameter}= to one of them."
-        )
-    if hits > 1:
-        raise ValueError(
-            f"Column {column!r} appears {hits} times in {what} (columns: {labels}); the "
-            "sequence column must be unique. Rename or drop the duplicates."
-        )
-    return column
-
-
-def _cut(value: object, limit: int = 80) -> str:
-    """``repr`` of user input, cut to a readable length."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _as_sequences(
-    X: Any, column: Any, estimator: str = "RnaFmEmbedder"
-) -> tuple[list[object], list[object] | None]:
-    """Turn the accepted input types into a list of values plus row labels."""
-    if isinstance(X, str | bytes):
-        raise TypeError(
-            f"{estimator} expects a collection of sequences (list, array, pandas Series or "
-            "DataFrame), got a single string. Wrap it in a list: transform([sequence])."
-        )
-    if isinstance(X, Mapping | Set):
-        raise TypeError(
-            f"{estimator} expects an ordered collection of sequences (list, array, pandas "
-            f"Series or DataFrame), got a {type(X).__name__}. For a dict of id -> sequence, "
-            "pass pd.Series(d) (ids become the index); a set has no order, use sorted(s)."
-        )
-    if isinstance(X, pd.DataFrame):
-        label = select_column(X.columns, column)
-        X = X.iloc[:, 0] if column is None else X[label]
-    if isinstance(X, pd.Series):
-        return X.tolist(), X.index.tolist()
-    if isinstance(X, np.ndarray):
-        if X.ndim == 2 and X.shape[1] == 1:
-            X = X[:, 0]
-        if X.ndim != 1:
-            raise ValueError(
-                f"X must be 1-D (one sequence per row); got an array of shape {X.shape}."
-            )
-        return X.tolist(), None
-    if hasattr(X, "__iter__"):
-        return list(X), None
-    raise TypeError(f"X must be a list, array, Series or DataFrame of str; got {type(X).__name__}.")
-
-
-def _deduplicate(tokens: list[bytes]) -> tuple[list[bytes], np.ndarray]:
-    """Unique token lists (first-seen order) and the row -> unique index map."""
-    position: dict[bytes, int] = {}
-    inverse = np.empty(len(tokens), dtype=np.int64)
-    unique: list[bytes] = []
-    for row, t in enumerate(tokens):
-        j = position.get(t)
-        if j is None:
-            j = position[t] = len(unique)
-            unique.append(t)
-        inverse[row] = j
-    return unique, inverse

@@ -3,14 +3,16 @@
 Arguments are parsed and files checked before torch is imported: ``--help`` and usage errors
 answer at once. Each sub-command is one entry of :data:`COMMANDS`: a parser factory (which
 must not import torch, pandas or the estimators) and a run function (which imports what it
-needs, after its file checks).
+needs, after its file checks). This module holds :func:`main`, the embedding command (the
+default) and the likelihood, convert and cache commands; ``score`` and ``structure`` have
+modules of their own (``_cli_score``, ``_cli_structure``), and what every command shares is in
+``_cli_common``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -18,37 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from ._choices import (
-    AGGREGATIONS,
-    DEFAULT_BATCH_TOKENS,
-    DTYPE_NAMES,
-    KINDS,
-    METHODS,
-    POLICIES,
-    POOLING_CHOICES,
-    TRUNCATION_SIDES,
+from ._choices import AGGREGATIONS, KINDS, POLICIES, POOLING_CHOICES, TRUNCATION_SIDES
+from ._cli_common import (
+    _COMMON,
+    PROG,
+    _given,
+    _in_cli_words,
+    _model_options,
+    _parser,
+    _print_warning,
+    _progress,
 )
-from ._cli_files import FASTA, SCORE_OUTPUTS, _check_not_input, _Error, _input_kind, _outputs
+from ._cli_files import _check_not_input, _Error, _input_kind, _outputs
+from ._cli_score import run_score, score_parser
 from ._cli_structure import run_structure, structure_parser
-
-PROG = "rnafm-embed"
-# RnaFmEmbedder parameter -> the option that sets it: library messages are put in these words.
-OPTIONS = {
-    "model": "--model",
-    "pooling": "--pooling",
-    "layers": "--layers",
-    "layer_aggregation": "--layer-aggregation",
-    "long_sequences": "--long-sequences",
-    "truncation_side": "--truncation-side",
-    "window_stride": "--window-stride",
-    "device": "--device",
-    "dtype": "--dtype",
-    "batch_tokens": "--batch-tokens",
-    "progress": "--progress",
-    "cache": "--cache",
-    "method": "--method",
-    "kind": "--kind",
-}
 
 EXAMPLES = f"""\
 examples:
@@ -68,27 +53,6 @@ existing output is replaced only when the run succeeds; the input is never overw
 Ids must be unique (duplicates are an error, never silently dropped); an input without
 sequences is an error. '{PROG} score --help' and '{PROG} likelihood --help' describe the
 masked-LM sub-commands.
-"""
-
-SCORE_EXAMPLES = f"""\
-examples:
-  {PROG} score variants.csv -o scores.csv
-  {PROG} score dms.parquet -o scores.parquet --id-column variant \\
-      --method masked-marginal wt-marginal
-  {PROG} score pairs.tsv --mutant-column mutant -o scores.csv --method pseudo-likelihood
-  {PROG} score long.csv -o scores.csv --long-sequences window --model ./RNA-FM_pretrained.pth
-
-INPUT has one row per variant: the wild type (--sequence-column) and either its mutations
-(--mutation-column: "A12G", several as "A12G:C30U", 1-based positions, the reference letter
-checked, T read as U, "WT" for the wild type itself) or the mutant sequence (--mutant-column).
-Repeat a wild type on each of its variants: its passes are shared.
-OUTPUT (.csv, .tsv or .parquet) is the input table, every column kept in its order, with one
-column per method appended: score_masked_marginal, score_wt_marginal, score_mutant_marginal,
-score_pseudo_likelihood (an input column of that name is an error). Error messages name a row
-by its number from 0 and its id (--id-column, else 'id' if present; ids must be unique).
-A score is log p(mutant) - log p(wild type): above 0, the model prefers the mutant. The
-checkpoint must carry the masked-LM head. The output is checked before scoring and written
-all-or-nothing.
 """
 
 LIKELIHOOD_EXAMPLES = f"""\
@@ -126,15 +90,6 @@ def create_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(
-        prog=prog,
-        description=description,
-        epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-
-
 def _sequence_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
     """The options of every command that reads sequences (FASTA or a table) into features."""
     p = _parser(prog, description, epilog)
@@ -150,46 +105,6 @@ def _sequence_parser(prog: str, description: str, epilog: str) -> argparse.Argum
     )
     _model_options(p)
     p.add_argument("--cache", help="persistent embedding cache folder")
-    return p
-
-
-def _model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="'rna-fm' (the default) or a checkpoint path")
-    p.add_argument("--window-stride", type=int)
-    p.add_argument("--device", help="auto (the default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--dtype", choices=DTYPE_NAMES, help="default: float32")
-    p.add_argument(
-        "--batch-tokens", type=int, help=f"tokens per batch (CPU: {DEFAULT_BATCH_TOKENS['cpu']})"
-    )
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
-
-
-def _score_parser() -> argparse.ArgumentParser:
-    p = _parser(
-        f"{PROG} score",
-        "Score variants zero-shot with RNA-FM's masked-LM head\n"
-        "(CSV/TSV/Parquet in, CSV/TSV/Parquet out).",
-        SCORE_EXAMPLES,
-    )
-    p.add_argument("input", help="CSV, TSV or Parquet table, one row per variant")
-    p.add_argument("-o", "--output", required=True, help="output file: .csv, .tsv or .parquet")
-    p.add_argument(
-        "--method",
-        nargs="+",
-        choices=METHODS,
-        metavar="METHOD",
-        help=f"one or more of: {' '.join(METHODS)} (one output column each; default: "
-        "masked-marginal)",
-    )
-    p.add_argument("--sequence-column", default="sequence", help="wild-type column")
-    variant = p.add_mutually_exclusive_group()
-    variant.add_argument(
-        "--mutation-column", default="mutations", help="column of mutations such as A12G:C30U"
-    )
-    variant.add_argument("--mutant-column", help="column of mutant sequences (instead)")
-    p.add_argument("--id-column", help="id column (default: 'id' if present, else the row)")
-    p.add_argument("--long-sequences", choices=("error", "window"), help="default: error")
-    _model_options(p)
     return p
 
 
@@ -229,59 +144,7 @@ def _cache_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
-    """The options given on the command line: the estimator's own defaults fill the rest."""
-    out = {}
-    for name in names:
-        value = getattr(args, name)
-        if value is None:
-            continue
-        if isinstance(value, list):  # nargs="+": one value is the value itself
-            value = value if len(value) > 1 else value[0]
-        out[name] = value
-    return out
-
-
-# ---------------------------------------------------------------------------- messages
-
-
-def _in_cli_words(text: str) -> str:
-    """A library message in the command line's words, on one line.
-
-    ``The 'layers' parameter of RnaFmEmbedder`` becomes ``The option --layers``;
-    ``RnaFmEmbedder(model='x')`` and ``model='x'`` become ``--model x``.
-    """
-
-    def parameter(m: re.Match) -> str:
-        return f"The option {OPTIONS[m[1]]}" if m[1] in OPTIONS else m[0]
-
-    def keyword(m: re.Match) -> str:
-        if m[1] not in OPTIONS:
-            return m[0]
-        value = m[2]
-        if value.startswith("'") and not any(c.isspace() for c in value):
-            value = value[1:-1]
-        return f"{OPTIONS[m[1]]} {value}" if value else OPTIONS[m[1]]
-
-    text = " ".join(text.splitlines())
-    text = re.sub(r"The '(\w+)' parameter of RnaFm\w+", parameter, text)
-    text = re.sub(r"RnaFm\w+\((\w+)=('[^']*'|[\w.+-]*)\)", keyword, text)
-    return re.sub(r"(?<![\w.-])(\w+)=('[^']*'|[\w+-](?:[\w.+-]*[\w+-])?|)", keyword, text)
-
-
-def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """``warnings.showwarning`` during a run: one line, in the command line's words."""
-    print(f"{PROG}: warning: {_in_cli_words(str(message))}", file=sys.stderr)
-
-
 # --------------------------------------------------------------------------------- run
-
-
-_COMMON = ("model", "window_stride", "device", "dtype", "batch_tokens")
-
-
-def _progress(args: argparse.Namespace) -> bool | str:
-    return "auto" if args.progress is None else args.progress
 
 
 def run(args: argparse.Namespace) -> int:
@@ -355,69 +218,6 @@ def _features_to_file(
     return 0
 
 
-def run_score(args: argparse.Namespace) -> int:
-    """Score the variants of ``args.input`` into ``args.output``; raise on failure, return 0.
-
-    The output is the input table, every column kept in order, with the scores appended.
-    """
-    outputs = _outputs(args.output, SCORE_OUTPUTS)
-    source = Path(args.input)
-    _check_not_input(source, outputs)
-    kind = _input_kind(source)
-    if kind in FASTA:
-        raise _Error(
-            f"{source} is FASTA, but scoring needs a table (.csv, .tsv or .parquet) with one row "
-            "per variant: the wild type and its mutations (or the mutant sequence)"
-        )
-    import pandas as pd
-
-    from ._cli_files import _ids, _read_table, _require_column, _write_frame
-    from ._variant_scorer import RnaFmVariantScorer
-
-    table = _read_table(source, kind, ".csv, .tsv or .parquet")
-    variant_column = args.mutant_column or args.mutation_column
-    _require_column(table, args.sequence_column, "--sequence-column", source)
-    option = "--mutant-column" if args.mutant_column else "--mutation-column"
-    _require_column(table, variant_column, option, source)
-    ids = _ids(table, args.id_column, source)
-    if len(table) == 0:
-        raise _Error(f"no variants in {source}; nothing to score")
-    scorer = RnaFmVariantScorer(
-        **_given(args, *_COMMON, "method", "long_sequences"),
-        sequence_column="wild_type",
-        mutation_column="variant",
-        mutant_column="variant" if args.mutant_column else None,
-        progress=_progress(args),
-    )
-    names = list(scorer.get_feature_names_out())
-    taken = [n for n in names if n in table.columns]
-    if taken:
-        raise _Error(
-            f"{source} already has the column(s) {taken} that the scores are written to; "
-            "rename or drop them (e.g. the output of an earlier run)"
-        )
-    # messages name a row by its number and, when there are ids, by its id
-    X = pd.DataFrame(
-        {
-            "wild_type": table[args.sequence_column].to_numpy(),
-            "variant": table[variant_column].to_numpy(),
-        },
-        index=ids if ids is not None else pd.RangeIndex(len(table)),
-    )
-    with warnings.catch_warnings():
-        warnings.showwarning = _print_warning
-        scores = scorer.transform(X)
-    frame = table.reset_index(drop=True)
-    for j, name in enumerate(names):
-        frame[name] = scores[:, j]
-    _write_frame(outputs[0], frame)
-    print(
-        f"{PROG}: wrote {len(frame)} variant score(s) ({', '.join(names)}) to {args.output}",
-        file=sys.stderr,
-    )
-    return 0
-
-
 def run_cache(args: argparse.Namespace) -> int:
     from ._cache import EmbeddingCache
 
@@ -444,7 +244,7 @@ def run_convert(args: argparse.Namespace) -> int:
 COMMANDS: dict[
     str, tuple[Callable[[], argparse.ArgumentParser], Callable[[argparse.Namespace], int]]
 ] = {
-    "score": (_score_parser, run_score),
+    "score": (score_parser, run_score),
     "likelihood": (_likelihood_parser, run_likelihood),
     "convert": (_convert_parser, run_convert),
     "cache": (_cache_parser, run_cache),

@@ -1,7 +1,8 @@
 """``rnafm-embed structure``: sequences in, secondary structures (and probability maps) out.
 
-A sub-command of its own module, imported by ``_cli``; nothing heavy (torch, pandas) is
-imported before its own file checks have passed.
+A sub-command of its own module, imported by ``_cli`` (what every command shares comes from
+``_cli_common``); nothing heavy (torch, pandas) is imported before its own file checks have
+passed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from ._cli_common import PROG, _given, _model_options, _parser, _print_warning
 from ._cli_files import _Error
 
 __all__ = ["run_structure", "structure_parser"]
@@ -35,8 +37,6 @@ STRUCTURE_TABLES = (".csv", ".tsv", ".parquet")
 
 
 def structure_parser() -> argparse.ArgumentParser:
-    from ._cli import PROG, _model_options, _parser
-
     p = _parser(
         f"{PROG} structure",
         "Predict RNA secondary structure with RNA-FM's structure head\n"
@@ -130,7 +130,6 @@ def run_structure(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ._alphabet import get_alphabet, normalize_sequences
-    from ._cli import PROG, _given, _print_warning
     from ._cli_files import _check_not_input, _read_input, _write_frame
     from ._io import write_atomically
     from ._structure import RnaFmStructurePredictor

@@ -1,11 +1,16 @@
 """``RnaFmStructurePredictor``: RNA secondary structure (base pairs) the scikit-learn way.
 
-The backbone's layer-12 per-nucleotide states come from the embedder's per-token path (same
-input checks, windows, batching and device handling as ``RnaFmEmbedder``); the pair head
-(``_pair_head``) turns them into an ``L x L`` map of pair logits; ``_decoding`` turns
-probabilities into pairs and ``_structure_files`` pairs into dot-brackets. ``fit`` trains a
-head (and optionally LoRA adapters, ``_adapters``) with ``_structure_training``. A fitted
-predictor keeps only what it trained plus the fingerprint of the base weights.
+The estimator itself: its parameters and their checks, the scikit-learn protocol, ``fit``
+(input checks, then one commit of the fitted state) and ``save``. The family around it:
+``_structure_predict`` (probability maps, decoding, ``predict*`` and ``score``, bound in the
+class body), ``_structure_fit`` (what a fit does), ``_structure_training`` (the training
+loop, no scikit-learn), ``_structure_options`` (training parameters), ``_structure_targets``
+(the structures given as ``y``) and ``_structure_heads`` (the pair head as the estimator sees
+it). The backbone's layer-12 per-nucleotide states come from the embedder's per-token path
+(same input checks, windows, batching and device handling as ``RnaFmEmbedder``); the pair
+head (``_pair_head``) turns them into an ``L x L`` map of pair logits; ``_decoding`` turns
+probabilities into pairs and ``_pairs`` pairs into dot-brackets. A fitted predictor keeps
+only what it trained plus the fingerprint of the base weights.
 """
 
 from __future__ import annotations
@@ -14,48 +19,21 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.exceptions import NotFittedError
-from sklearn.model_selection import train_test_split
-from torch import nn
 
-from ._adapters import TrainSpec, trainable_encoder
-from ._alphabet import get_alphabet, row_name
-from ._base import RnaFmEstimator, _deduplicate
-from ._decoding import decode_greedy, decode_nested
-from ._embedder import _expand
-from ._encoder import RnaFmEncoder
+from . import _structure_predict as _predict
+from ._alphabet import row_name
+from ._base import RnaFmEstimator
 from ._encoder_config import RnaFmConfig
 from ._errors import InvalidParameterError
-from ._inference import Plan, Runner
-from ._models import DTYPES, absolute_source, get_encoder, weights_fingerprint
-from ._pairs import base_pair_f1, pairs_to_dot_bracket
-from ._structure_heads import (
-    build_head,
-    head_forward,
-    head_spec,
-    pretrained_head,
-    save_structure,
-)
-from ._structure_options import (
-    DEFAULT_BATCH_PAIRS,
-    DEFAULT_POS_WEIGHT,
-    count_steps,
-    is_real,
-    positive_int,
-    train_options,
-)
+from ._models import DTYPES
+from ._structure_fit import fit_structure
+from ._structure_heads import pretrained_head, save_structure
+from ._structure_options import DEFAULT_POS_WEIGHT, is_real, positive_int, train_options
 from ._structure_targets import check_structures
-from ._structure_training import (
-    PairData,
-    PairTrainOptions,
-    train_pair_head,
-)
-from ._windows import n_windows, pack_batches
 
 __all__ = ["DEFAULT_MAX_MAP_ELEMENTS", "RnaFmStructurePredictor"]
 
@@ -65,7 +43,6 @@ __all__ = ["DEFAULT_MAX_MAP_ELEMENTS", "RnaFmStructurePredictor"]
 DEFAULT_MAX_MAP_ELEMENTS = 2048 * 2048
 DECODINGS = ("greedy", "nested")
 TRAIN_MODES = ("head", "lora")
-UNKNOWN_ORIGIN_THRESHOLD = 0.5  # the official Python functions' default
 
 
 @dataclass
@@ -263,280 +240,11 @@ class RnaFmStructurePredictor(RnaFmEstimator):
         return state
 
     # ------------------------------------------------------------------------ predict
-    def predict_proba(self, X: Any) -> list[np.ndarray]:
-        """Base-pair probabilities: per sequence a symmetric ``(L, L)`` float32 matrix.
-
-        Rows and columns are the nucleotides (no special tokens), in input order. Decoding
-        ignores the diagonal and ``|i - j| <= min_loop_length``; a 1- or 2-nt sequence decodes
-        to all-unpaired.
-
-        Parameters
-        ----------
-        X : list, ndarray, pandas Series of str, or DataFrame
-            The sequences, as for :meth:`RnaFmEmbedder.transform` (normalised the same way).
-
-        Returns
-        -------
-        list of ndarray of shape (L, L), float32
-            One symmetric probability map per sequence, in input order.
-
-        Raises
-        ------
-        sklearn.exceptions.NotFittedError
-            ``model`` has no structure head (a backbone-only checkpoint) and the estimator
-            was not fitted.
-        ValueError
-            A sequence the model cannot read (the message names the row and the characters),
-            a map larger than ``max_map_elements`` (named before any compute), or a sequence
-            longer than the model's window under ``long_sequences="error"``.
-        rnafm_sklearn.InvalidParameterError
-            A parameter out of its range (checked before any compute).
-
-        Examples
-        --------
-        >>> from rnafm_sklearn import RnaFmStructurePredictor
-        >>> est = RnaFmStructurePredictor(model="tests/fixtures/RNA-FM_tiny.pth", head_blocks=1,
-        ...                               head_channels=4, max_epochs=1, random_state=0)
-        >>> est = est.fit(["GGGAAACCC", "GGAAACC"], ["(((...)))", "((...))"])
-        >>> p = est.predict_proba(["GGGAAACCC"])[0]
-        >>> p.shape, p.dtype, bool((p == p.T).all())
-        ((9, 9), dtype('float32'), True)
-        """
-        config, device, stride = self._settings()
-        tokens, index = self._tokens(X, config)
-        return self._maps(tokens, device, stride, index)[0]
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Dot-bracket strings (object array): ``()`` then ``[]``, ``{}``, ``<>``, letters.
-
-        The pairs are decoded from :meth:`predict_proba` with ``threshold`` (strict,
-        ``p > threshold``), ``min_loop_length``, ``canonical_only`` and ``decoding``.
-
-        Parameters
-        ----------
-        X : list, ndarray, pandas Series of str, or DataFrame
-            The sequences, as for :meth:`RnaFmEmbedder.transform` (normalised the same way).
-
-        Returns
-        -------
-        ndarray of shape (n_samples,), dtype object
-            One dot-bracket string per sequence, of the sequence's length.
-
-        Raises
-        ------
-        sklearn.exceptions.NotFittedError
-            ``model`` has no structure head (a backbone-only checkpoint) and the estimator
-            was not fitted.
-        ValueError
-            A sequence the model cannot read (the message names the row and the characters),
-            a map larger than ``max_map_elements`` (named before any compute), or a sequence
-            longer than the model's window under ``long_sequences="error"``.
-        rnafm_sklearn.InvalidParameterError
-            A parameter out of its range (checked before any compute).
-
-        Examples
-        --------
-        >>> from rnafm_sklearn import RnaFmStructurePredictor
-        >>> est = RnaFmStructurePredictor(model="tests/fixtures/RNA-FM_tiny.pth", head_blocks=1,
-        ...                               head_channels=4, max_epochs=1, random_state=0)
-        >>> est = est.fit(["GGGAAACCC", "GGAAACC"], ["(((...)))", "((...))"])
-        >>> s = est.predict(["GGGAAACCC"])[0]
-        >>> len(s), set(s) <= set("().")
-        (9, True)
-        """
-        config, device, stride = self._settings()
-        tokens, index = self._tokens(X, config)
-        pairs = self._predicted_pairs(tokens, device, stride, index)
-        return np.asarray(
-            [pairs_to_dot_bracket(p, len(t)) for p, t in zip(pairs, tokens, strict=True)],
-            dtype=object,
-        )
-
-    def predict_pairs(self, X: Any) -> list[np.ndarray]:
-        """Per sequence the predicted pairs: ``(n_pairs, 2)`` int64 arrays, ``i < j``, 0-based.
-
-        Parameters
-        ----------
-        X : list, ndarray, pandas Series of str, or DataFrame
-            The sequences, as for :meth:`RnaFmEmbedder.transform` (normalised the same way).
-
-        Returns
-        -------
-        list of ndarray of shape (n_pairs, 2), int64
-            The pairs :meth:`predict` writes as dot-brackets, sorted by ``i``.
-
-        Raises
-        ------
-        sklearn.exceptions.NotFittedError
-            ``model`` has no structure head (a backbone-only checkpoint) and the estimator
-            was not fitted.
-        ValueError
-            A sequence the model cannot read (the message names the row and the characters),
-            a map larger than ``max_map_elements`` (named before any compute), or a sequence
-            longer than the model's window under ``long_sequences="error"``.
-        rnafm_sklearn.InvalidParameterError
-            A parameter out of its range (checked before any compute).
-
-        Examples
-        --------
-        >>> from rnafm_sklearn import RnaFmStructurePredictor
-        >>> est = RnaFmStructurePredictor(model="tests/fixtures/RNA-FM_tiny.pth", head_blocks=1,
-        ...                               head_channels=4, max_epochs=1, random_state=0)
-        >>> est = est.fit(["GGGAAACCC", "GGAAACC"], ["(((...)))", "((...))"])
-        >>> pairs = est.predict_pairs(["GGGAAACCC"])[0]
-        >>> pairs.ndim, pairs.shape[1], bool((pairs[:, 0] < pairs[:, 1]).all())
-        (2, 2, True)
-        """
-        config, device, stride = self._settings()
-        tokens, index = self._tokens(X, config)
-        return self._predicted_pairs(tokens, device, stride, index)
-
-    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
-        """Mean per-sequence base-pair F1 of :meth:`predict` against the structures ``y``.
-
-        ``y`` as for :meth:`fit`; ``sample_weight`` weighs the per-sequence F1 values.
-
-        Parameters
-        ----------
-        X : list, ndarray, pandas Series of str, or DataFrame
-            The sequences, as for :meth:`RnaFmEmbedder.transform` (normalised the same way).
-        y : sequence of str or of pair lists
-            The known structures, as for :meth:`fit`.
-        sample_weight : array-like of shape (n_samples,), optional
-            Weights of the per-sequence F1 values.
-
-        Returns
-        -------
-        float
-            The (weighted) mean base-pair F1 (see :func:`base_pair_f1`); NaN for no sequence.
-
-        Raises
-        ------
-        sklearn.exceptions.NotFittedError
-            ``model`` has no structure head (a backbone-only checkpoint) and the estimator
-            was not fitted.
-        ValueError
-            A sequence the model cannot read (the message names the row and the characters),
-            a map larger than ``max_map_elements`` (named before any compute), or a sequence
-            longer than the model's window under ``long_sequences="error"``.
-        rnafm_sklearn.InvalidParameterError
-            A parameter out of its range (checked before any compute).
-
-        Examples
-        --------
-        >>> from rnafm_sklearn import RnaFmStructurePredictor
-        >>> est = RnaFmStructurePredictor(model="tests/fixtures/RNA-FM_tiny.pth", head_blocks=1,
-        ...                               head_channels=4, max_epochs=1, random_state=0)
-        >>> est = est.fit(["GGGAAACCC", "GGAAACC"], ["(((...)))", "((...))"])
-        >>> 0.0 <= est.score(["GGGAAACCC"], ["(((...)))"]) <= 1.0
-        True
-        """
-        config, device, stride = self._settings()
-        tokens, index = self._tokens(X, config)
-        truth = check_structures(y, tokens, index)  # before any compute
-        pred = self._predicted_pairs(tokens, device, stride, index)
-        if not tokens:
-            return float("nan")
-        f1 = base_pair_f1(truth, pred, average=False)
-        if sample_weight is None:
-            return float(np.mean(f1))
-        return float(np.average(f1, weights=np.asarray(sample_weight, dtype=np.float64)))
-
-    def _predicted_pairs(
-        self, tokens: list[bytes], device: torch.device, stride: int, index: Any = None
-    ) -> list[np.ndarray]:
-        probs, threshold = self._maps(tokens, device, stride, index)
-        return [self._decode(p, t, threshold) for p, t in zip(probs, tokens, strict=True)]
-
-    def _maps(
-        self, tokens: list[bytes], device: torch.device, stride: int, index: Any = None
-    ) -> tuple[list[np.ndarray], float]:
-        """Probability maps of validated token lists, and the threshold to decode them at."""
-        self._check_map_sizes(tokens, index)
-        encoder, head, threshold = self._predictor(device)
-        if self.threshold is not None:
-            threshold = float(self.threshold)
-        unique, inverse = _deduplicate(tokens)
-        return _expand(self._probabilities(encoder, head, unique, stride), inverse), threshold
-
-    def _probabilities(
-        self, encoder: RnaFmEncoder, head: nn.Module, unique: list[bytes], stride: int
-    ) -> list[np.ndarray]:
-        """Sigmoid of the head over the layer-12 states of every (unique) sequence.
-
-        States come from ``Runner.per_token`` in chunks (so a large input never holds all its
-        states at once), then the head runs on length-sorted batches of at most
-        ``batch_pairs`` map elements.
-        """
-        runner = self._runner(encoder)
-        plan = Plan(layers=(encoder.config.num_layers,), window_stride=stride)
-        budget = int(self.batch_pairs or DEFAULT_BATCH_PAIRS)
-        out: list[np.ndarray | None] = [None] * len(unique)
-        order = sorted(range(len(unique)), key=lambda i: len(unique[i]))
-        chunks, current, size = [], [], 0
-        for i in order:
-            if current and size + len(unique[i]) > 32 * runner.batch_tokens:
-                chunks.append(current)
-                current, size = [], 0
-            current.append(i)
-            size += len(unique[i])
-        if current:
-            chunks.append(current)
-        pieces = sum(n_windows(len(t), runner.window, stride) for t in unique)
-        head_dtype = next(head.parameters()).dtype
-        device = next(head.parameters()).device
-
-        def work() -> None:
-            for chunk in chunks:
-                states = runner.per_token([unique[i] for i in chunk], plan)
-                lengths = [len(unique[i]) for i in chunk]
-                for batch in pack_batches([n * n for n in lengths], budget):
-                    width = max(lengths[b] for b in batch)
-                    x = torch.zeros(
-                        (len(batch), width, states[batch[0]].shape[1]), dtype=head_dtype
-                    )
-                    for row, b in enumerate(batch):
-                        x[row, : lengths[b]] = torch.from_numpy(states[b])
-                    n = torch.tensor([lengths[b] for b in batch])
-                    with torch.inference_mode():
-                        logits = head_forward(head, x.to(device), n.to(device))
-                        probs = torch.sigmoid(logits.float()).cpu().numpy()
-                    for row, b in enumerate(batch):
-                        out[chunk[b]] = np.ascontiguousarray(probs[row, : lengths[b], : lengths[b]])
-
-        self._run(runner, pieces, "seq", work)
-        return out  # type: ignore[return-value]
-
-    def _predictor(self, device: torch.device) -> tuple[RnaFmEncoder, nn.Module, float]:
-        """Encoder, head (eval mode) and default threshold that predictions run on."""
-        dtype = DTYPES[self.dtype]
-        fitted: _Fitted | None = self.__dict__.get("_fitted")
-        if fitted is None:
-            found = pretrained_head(self._model_source(), device, dtype)
-            if found is None:
-                raise NotFittedError(
-                    f"model={self.model!r} has no structure head: this "
-                    f"{type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                    "structures first, or use model='rna-fm-ss' (the official head) or an "
-                    "official structure checkpoint (RNA-FM-ResNet_*.pth)."
-                )
-            head, threshold = found
-            encoder = get_encoder(self._model_source(), device, dtype)
-            return encoder, head, UNKNOWN_ORIGIN_THRESHOLD if threshold is None else threshold
-        encoder = self._inference_encoder(fitted, device)
-        cache = self.__dict__.setdefault("_merged", {})
-        key = ("head", str(device), dtype)
-        head = cache.get(key)
-        if head is None:
-            head = build_head(fitted.head_spec, generator=None)
-            head.load_state_dict(fitted.head)
-            head = head.to(device=device, dtype=dtype).eval()
-            cache[key] = head
-        return encoder, head, fitted.threshold
-
-    def _inference_encoder(self, fitted: _Fitted, device: torch.device) -> RnaFmEncoder:
-        """The encoder that predictions run on (see :meth:`RnaFmEstimator._fitted_encoder`)."""
-        return self._fitted_encoder(fitted.fingerprint, fitted.encoder, fitted.lora, device)
+    # written in _structure_predict, bound here: this class's own methods
+    predict_proba = _predict.predict_proba
+    predict = _predict.predict
+    predict_pairs = _predict.predict_pairs
+    score = _predict.score
 
     # ---------------------------------------------------------------------------- fit
     def fit(self, X: Any, y: Any) -> RnaFmStructurePredictor:
@@ -586,112 +294,24 @@ class RnaFmStructurePredictor(RnaFmEstimator):
             raise ValueError(f"X is empty: {type(self).__name__}.fit needs at least one sequence.")
         pairs = check_structures(y, tokens, index)
         self._check_map_sizes(tokens, index)
-        mode = self.train
-        source = absolute_source(self.model)  # a local path stays valid after unpickling
-        base = get_encoder(
-            source, device, DTYPES[self.dtype] if mode == "head" else torch.float32
-        )
-        fingerprint = weights_fingerprint(base)
-        plan = Plan(layers=(config.num_layers,), window_stride=stride)
-        train_rows, val_rows = self._split(len(tokens), options.seed)
-
-        generator = torch.Generator().manual_seed(options.seed)
-        start = pretrained_head(source, torch.device("cpu"), torch.float32)
-        spec = (
-            head_spec(start[0])
-            if start is not None
-            else {
-                "embed_dim": config.hidden_size,
-                "channels": int(self.head_channels),
-                "blocks": int(self.head_blocks),
-            }
-        )
-        head = build_head(spec, generator=generator)
-        if start is not None:  # a copy: the registry's head is never trained in place
-            head.load_state_dict(start[0].state_dict())
-        head = head.to(device)
-        runner = Runner(base, batch_tokens=options.batch_tokens_encoder)
-        encoder, params, states = None, {}, None
-        if mode == "head":
-            unique, inverse = _deduplicate(tokens)
-            frozen = self._runner(base)
-            per_unique = self._run(
-                frozen, len(unique), "seq", lambda: frozen.per_token(unique, plan)
-            )
-            states = [torch.from_numpy(per_unique[j]).to(device) for j in inverse.tolist()]
-        else:
-            encoder, params = trainable_encoder(
-                base,
-                TrainSpec("lora"),
-                up_to_layer=config.num_layers,
-                lora_rank=int(self.lora_rank),
-                lora_alpha=float(self.lora_alpha),
-                lora_targets=self.lora_targets,
-                generator=generator,
-            )
-            encoder.checkpointing = bool(self.checkpointing)
-            runner = Runner(encoder, batch_tokens=options.batch_tokens_encoder)
-
-        def rows(idx: np.ndarray) -> PairData:
-            return PairData(
-                lengths=[len(tokens[i]) for i in idx],
-                pairs=[pairs[i] for i in idx],
-                states=None if states is None else [states[i] for i in idx],
-                tokens=None if states is not None else [tokens[i] for i in idx],
-            )
-
-        data = rows(train_rows)
-        validation = rows(val_rows) if val_rows is not None else None
-        threshold = self._start_threshold(start)
-        decode_threshold = threshold if self.threshold is None else float(self.threshold)
-
-        def score(probs: list[np.ndarray], d: PairData) -> float:
-            return _mean_f1(probs, d, [tokens[i] for i in val_rows], decode_threshold, self)
-
-        progress = SimpleNamespace(progress=None)
-        steps = count_steps(data, options.train)
-        devices = [device] if device.type == "cuda" else []
-        # dropout draws from the global generator: seeded here, restored afterwards
-        with self._progress(progress, steps, "step"), torch.random.fork_rng(devices=devices):
-            torch.manual_seed(options.seed)
-            train_opts = options.train
-            if progress.progress is not None:
-                train_opts = PairTrainOptions(
-                    **{**train_opts.__dict__, "progress": progress.progress}
-                )
-            result = train_pair_head(
-                head=head,
-                forward=head_forward,
-                encoder=encoder,
-                encoder_params=params,
-                runner=runner,
-                plan=plan,
-                data=data,
-                validation=validation,
-                score=score,
-                options=train_opts,
-            )
-        if validation is not None and self.threshold is None and result.validation_probabilities:
-            threshold = _calibrate(
-                result.validation_probabilities, validation, [tokens[i] for i in val_rows], self
-            )
+        fit = fit_structure(self, tokens, pairs, config, device, stride, options)
         # Nothing above changed the estimator. Every fitted attribute is built first, then
         # committed in one step: an interrupt leaves the estimator wholly as it was, or fitted.
         self.__dict__.update(
             {
                 "_fitted": _Fitted(
-                    fingerprint=fingerprint,
-                    mode=mode,
+                    fingerprint=fit.fingerprint,
+                    mode=self.train,
                     lora=(int(self.lora_rank), float(self.lora_alpha), self.lora_targets),
-                    head_spec=dict(spec),
-                    head=result.head,
-                    encoder=result.encoder,
-                    threshold=float(threshold),
+                    head_spec=fit.head_spec,
+                    head=fit.result.head,
+                    encoder=fit.result.encoder,
+                    threshold=fit.threshold,
                 ),
                 "_merged": {},  # the inference copy of a previous fit is stale
-                "_resolved_model": (self.model, source),
-                "threshold_": float(threshold),
-                **result.fitted_curves(validated=validation is not None),
+                "_resolved_model": (self.model, fit.source),
+                "threshold_": fit.threshold,
+                **fit.result.fitted_curves(validated=fit.validated),
             }
         )
         return self
@@ -733,7 +353,7 @@ class RnaFmStructurePredictor(RnaFmEstimator):
         dtype = self.dtype
         try:  # the float32 weights whatever the prediction dtype; no parameter is changed
             self.__dict__["dtype"] = "float32"
-            encoder, head, threshold = self._predictor(torch.device("cpu"))
+            encoder, head, threshold = _predict.predictor(self, torch.device("cpu"))
         finally:
             self.__dict__["dtype"] = dtype
         if self.threshold is not None:
@@ -776,54 +396,3 @@ class RnaFmStructurePredictor(RnaFmEstimator):
                     f"(sequences up to {side} nt). Raise max_map_elements (the head's memory "
                     "grows with L^2, see the user guide) or split the sequence."
                 )
-
-    def _split(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-        rows = np.arange(n)
-        if not self.validation_fraction:
-            return rows, None
-        try:
-            a, b = train_test_split(rows, test_size=self.validation_fraction, random_state=seed)
-        except ValueError as exc:
-            raise ValueError(
-                f"validation_fraction={self.validation_fraction} cannot split {n} structures "
-                f"({exc}). Use more rows, a larger validation_fraction or 0 (no validation)."
-            ) from None
-        return np.sort(a), np.sort(b)
-
-    def _start_threshold(self, start: tuple[nn.Module, float | None] | None) -> float:
-        if start is not None and start[1] is not None:
-            return float(start[1])
-        return UNKNOWN_ORIGIN_THRESHOLD
-
-    def _decode(self, probs: np.ndarray, token_list: bytes, threshold: float) -> np.ndarray:
-        letters = get_alphabet("rna").tokens
-        decode = decode_greedy if self.decoding == "greedy" else decode_nested
-        pairs = decode(
-            probs,
-            "".join(letters[b] for b in token_list),
-            threshold=threshold,
-            min_loop_length=int(self.min_loop_length),
-            canonical_only=bool(self.canonical_only),
-        )
-        return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-
-
-# ---------------------------------------------------------------------------- helpers
-def _mean_f1(
-    probs: list[np.ndarray],
-    data: PairData,
-    tokens: list[bytes],
-    threshold: float,
-    est: RnaFmStructurePredictor,
-) -> float:
-    pred = [est._decode(p, t, threshold) for p, t in zip(probs, tokens, strict=True)]
-    return float(np.mean(base_pair_f1(data.pairs, pred, average=False))) if pred else 0.0
-
-
-def _calibrate(
-    probs: list[np.ndarray], data: PairData, tokens: list[bytes], est: RnaFmStructurePredictor
-) -> float:
-    """The threshold (on a grid of 0.02 .. 0.98) with the highest mean validation F1."""
-    grid = np.round(np.arange(0.02, 0.99, 0.02), 2)
-    scores = [_mean_f1(probs, data, tokens, float(t), est) for t in grid]
-    return float(grid[int(np.argmax(scores))])

@@ -1,7 +1,7 @@
 """The estimator's view of pair heads: build, run, find in a checkpoint, save.
 
-One place that knows ``_pair_head`` and the registry's structure functions, so that
-``_structure`` reads as estimator logic only.
+One place that knows ``_pair_head`` and the registry's structure functions, so that the
+``_structure*`` estimator modules read as estimator logic only.
 """
 
 from __future__ import annotations
@@ -18,7 +18,18 @@ from ._encoder import RnaFmEncoder
 from ._models import get_pair_head
 from ._pair_head import PairHead
 
-__all__ = ["build_head", "head_forward", "head_spec", "pretrained_head", "save_structure"]
+__all__ = [
+    "UNKNOWN_ORIGIN_THRESHOLD",
+    "build_head",
+    "head_forward",
+    "head_spec",
+    "pretrained_head",
+    "save_structure",
+]
+
+# The decision threshold of a head that stores none (an official file of unknown origin, a
+# fit without validation rows): the official Python functions' default.
+UNKNOWN_ORIGIN_THRESHOLD = 0.5
 
 
 def build_head(spec: Mapping[str, object], generator: torch.Generator | None) -> PairHead:

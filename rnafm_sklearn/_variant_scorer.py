@@ -18,9 +18,10 @@ import torch
 from sklearn.base import TransformerMixin
 
 from ._alphabet import get_alphabet, normalize_sequences
-from ._base import _among, _as_sequences, _cut, select_column
+from ._base import _among
 from ._choices import METHODS
 from ._encoder_config import RnaFmConfig
+from ._input import _as_sequences, _cut, select_column
 from ._mutations import Variant, apply
 from ._scoring import _Scoring
 from ._variant_plan import (

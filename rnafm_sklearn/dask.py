@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._embedder import RnaFmEmbedder, select_column
+from ._embedder import RnaFmEmbedder
+from ._input import select_column
 
 __all__ = ["embed"]
 

@@ -22,6 +22,7 @@ from rnafm_sklearn import (
     RnaFmLikelihood,
     RnaFmVariantScorer,
     _cli,
+    _cli_common,
     read_fasta,
     score_variants,
 )
@@ -482,7 +483,7 @@ def test_interrupt_mentions_the_cache_only_when_given(
     ],
 )
 def test_library_messages_in_option_words(library, cli):
-    assert _cli._in_cli_words(library) == cli
+    assert _cli_common._in_cli_words(library) == cli
 
 
 def test_symlinked_output_is_written_through(tmp_path, fasta30, trna):

@@ -373,3 +373,16 @@ def _may_run_off_cpu(device: object) -> bool:
         mps = getattr(torch.backends, "mps", None)
         return torch.cuda.is_available() or bool(mps and mps.is_available())
     return device.split(":")[0] in ("cuda", "mps")
+
+
+def __getattr__(name: str):
+    """Estimators pickled by rnafm_sklearn 0.1.0 name this module as their class's home."""
+    if name == "RnaFmClassifier":
+        from ._classifier import RnaFmClassifier
+
+        return RnaFmClassifier
+    if name == "RnaFmRegressor":
+        from ._regressor import RnaFmRegressor
+
+        return RnaFmRegressor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

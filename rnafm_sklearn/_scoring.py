@@ -29,3 +29,16 @@ class _Scoring(RnaFmEstimator):
 
     def _log_probs(self, device: torch.device, stride: int) -> LogProbs:
         return masked_lm(self._runner(self._encoder(device)), self.model, self.batch_tokens, stride)
+
+
+def __getattr__(name: str):
+    """Estimators pickled by rnafm_sklearn 0.1.0 name this module as their class's home."""
+    if name == "RnaFmLikelihood":
+        from ._likelihood import RnaFmLikelihood
+
+        return RnaFmLikelihood
+    if name == "RnaFmVariantScorer":
+        from ._variant_scorer import RnaFmVariantScorer
+
+        return RnaFmVariantScorer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -98,3 +98,25 @@ def test_only_the_cli_prints():
             if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "print"
         ]
         assert not calls, path.name
+
+
+@pytest.mark.parametrize(
+    "module, name, home",
+    [
+        ("rnafm_sklearn._finetune", "RnaFmClassifier", "rnafm_sklearn._classifier"),
+        ("rnafm_sklearn._finetune", "RnaFmRegressor", "rnafm_sklearn._regressor"),
+        ("rnafm_sklearn._scoring", "RnaFmLikelihood", "rnafm_sklearn._likelihood"),
+        ("rnafm_sklearn._scoring", "RnaFmVariantScorer", "rnafm_sklearn._variant_scorer"),
+    ],
+)
+def test_pickles_of_0_1_0_find_their_classes(module, name, home):
+    """0.1.0 pickled these estimators under their old module; unpickling looks them up there."""
+    import io
+    import pickle
+
+    import rnafm_sklearn
+
+    found = pickle.Unpickler(io.BytesIO()).find_class(module, name)
+    assert found is getattr(rnafm_sklearn, name) and found.__module__ == home
+    with pytest.raises(AttributeError, match="'Nothing'"):
+        pickle.Unpickler(io.BytesIO()).find_class(module, "Nothing")

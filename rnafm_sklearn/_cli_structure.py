@@ -134,6 +134,7 @@ def run_structure(args: argparse.Namespace) -> int:
     from ._io import write_atomically
     from ._structure import RnaFmStructurePredictor
     from ._structure_files import write_structures
+    from ._structure_predict import structures_and_maps
 
     source = Path(args.input)
     kind, target, per_file = _structure_target(args.output, args.format)
@@ -158,8 +159,10 @@ def run_structure(args: argparse.Namespace) -> int:
     est = RnaFmStructurePredictor(**params)
     with warnings.catch_warnings():
         warnings.showwarning = _print_warning
-        structures = est.predict(seqs)
-        probs = est.predict_proba(seqs) if prob_files is not None else None
+        if prob_files is None:
+            structures, probs = est.predict(seqs), None
+        else:  # one pass of the model for both
+            structures, probs = structures_and_maps(est, seqs)
     rna = get_alphabet("rna")
     frame = pd.DataFrame(
         {

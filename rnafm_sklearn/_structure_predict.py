@@ -232,6 +232,20 @@ def score(self: RnaFmStructurePredictor, X: Any, y: Any, sample_weight: Any = No
     return float(np.average(f1, weights=np.asarray(sample_weight, dtype=np.float64)))
 
 
+def structures_and_maps(
+    est: RnaFmStructurePredictor, X: Any
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``predict(X)`` and ``predict_proba(X)`` from one pass of the model (the command line)."""
+    config, device, stride = est._settings()
+    tokens, index = est._tokens(X, config)
+    probs, threshold = _maps(est, tokens, device, stride, index)
+    structures = [
+        pairs_to_dot_bracket(decode(est, p, t, threshold), len(t))
+        for p, t in zip(probs, tokens, strict=True)
+    ]
+    return np.asarray(structures, dtype=object), probs
+
+
 def predicted_pairs(
     est: RnaFmStructurePredictor,
     tokens: list[bytes],

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import TINY_PTH
 
-from rnafm_sklearn import RnaFmStructurePredictor, read_structures
+from rnafm_sklearn import RnaFmStructurePredictor, _structure_predict, read_structures
 from rnafm_sklearn._cli import main
 
 SEQS = {"hp1": "GGGAAACCCAUG", "hp2": "ACGUAGCUAGCUAGGCUAGCU", "short": "AU"}
@@ -42,10 +42,17 @@ def expected(model, threshold=None):
     return est.predict(list(SEQS.values())).tolist(), est.predict_proba(list(SEQS.values()))
 
 
-def test_dot_bracket_fasta_and_probabilities(model, fasta, tmp_path, capsys):
+def test_dot_bracket_fasta_and_probabilities(model, fasta, tmp_path, capsys, monkeypatch):
     out, probs = tmp_path / "out.fa", tmp_path / "maps"
+    passes = []  # the model runs once for the structures and the maps together
+    real = _structure_predict._probabilities
+    monkeypatch.setattr(
+        _structure_predict, "_probabilities", lambda *a: passes.append(1) or real(*a)
+    )
     assert main(["structure", str(fasta), "-o", str(out), "--model", str(model),
                  "--probabilities", str(probs)]) == 0  # fmt: skip
+    assert len(passes) == 1
+    monkeypatch.undo()
     got = read_structures(out)
     structures, maps = expected(model)
     assert got.id.tolist() == list(SEQS) and got.structure.tolist() == structures

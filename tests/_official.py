@@ -32,6 +32,7 @@ def make_official_checkpoint(
     prefix: str = "encoder.encoder.",
     contact_head: bool = True,
     seed: int = 0,
+    max_positions: int = 1024,
 ) -> Path:
     """Write a random official-format checkpoint; return its path."""
     path = Path(path)
@@ -42,7 +43,7 @@ def make_official_checkpoint(
         encoder_embed_dim=embed_dim,
         encoder_ffn_embed_dim=ffn,
         encoder_attention_heads=heads,
-        max_positions=1024,
+        max_positions=max_positions,
         # unrelated training entries, as fairseq leaves them
         encoder_normalize_before=True,
         encoder_learned_pos=True,
@@ -63,7 +64,7 @@ def make_official_checkpoint(
         embed_dim=embed_dim,
         ffn_embed_dim=ffn,
         attention_heads=heads,
-        max_positions=1024,
+        max_positions=max_positions,
         emb_layer_norm_before=emb_layer_norm_before,
     )
     gen = torch.Generator().manual_seed(seed)

@@ -412,18 +412,34 @@ def test_likelihood_features_equal_the_reference(official, device):
         np.testing.assert_allclose(row, [pll, pll / len(scored), unmasked, unmasked / len(scored)], atol=TOL)
 
 
-def test_likelihood_windows_match_the_reference(official, device):
-    n, stride = 1100, 511
+@pytest.fixture(scope="module")
+def small_window(tmp_path_factory):
+    """A tiny official checkpoint with 64-token windows: many windows at a small cost."""
+    path = make_official_checkpoint(
+        tmp_path_factory.mktemp("w64") / "RNA-FM_w64.pth", max_positions=66, seed=4
+    )
+    return path, Official(path)
+
+
+def test_likelihood_windows_match_the_reference(small_window, device):
+    """Each position is scored, masked, in the one window that owns it: 150 nt over 64-token
+    windows (stride 32, four windows) against the official model's masked passes."""
+    path, official = small_window
+    n, window, stride = 150, 64, 32
     seq = random_rna(n, 18)
     got = RnaFmLikelihood(
-        model=str(TINY_PTH), long_sequences="window", progress=False, device=device
+        model=str(path), long_sequences="window", progress=False, device=device
     ).fit_transform([seq])
+    # windows start every 32 (the last one flush with the end); each position belongs to the
+    # window it is farthest from an edge in: the overlaps split at their midpoints
+    spans = [(0, 0, 48), (32, 48, 80), (64, 80, 107), (86, 107, 150)]  # (start, a, b)
+    assert window_ownership(n, window, stride) == spans
     ref = 0.0
-    for s, a, b in window_ownership(n, 1022, stride):
-        w = seq[s : s + 1022]
+    for s, a, b in spans:
+        w = seq[s : s + window]
         for i in range(a, b):
             ref += official.log_probs(w, masked=i - s)[i - s, official.col(seq[i])]
-    assert abs(got[0, 0] - ref) <= 10 * TOL  # a sum of 1100 terms
+    assert abs(got[0, 0] - ref) <= 10 * TOL  # a sum of 150 terms
 
 
 # -------------------------------------------------------------------------- pass counting

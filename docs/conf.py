@@ -81,6 +81,17 @@ sphinx_gallery_conf = {
 }
 
 
+def _skip_foreign_methods(app, what, name, obj, skip, options):
+    """List a class's methods written in rnafm_sklearn (its own and its private bases');
+    those inherited from scikit-learn or torch are documented there."""
+    if what == "method" and not (getattr(obj, "__module__", None) or "").startswith(
+        "rnafm_sklearn"
+    ):
+        return True
+    return None
+
+
 def setup(app):
     rnafm_gallery.run_examples_as_scripts()
     app.connect("build-finished", rnafm_gallery.clean_output)
+    app.connect("autodoc-skip-member", _skip_foreign_methods)

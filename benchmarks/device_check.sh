@@ -2,10 +2,11 @@
 # The GPU check, one command from a fresh checkout on a machine with an NVIDIA GPU and PyTorch
 # (no network needed): installs the project without touching torch, runs the numerical tests on
 # CUDA, then times the official RNA-FM code against ours (fp32, bf16, fp16) and reports peak GPU
-# memory. Under 8 minutes on one H100.
+# memory, then the structure predictor against the official one. Steps 1-3: under 8 minutes on
+# one H100; step 4 (structure) has not run on a GPU yet.
 #
-#   bash benchmarks/device_check.sh           # tests + benchmark (1000 sequences, 3 rounds)
-#   bash benchmarks/device_check.sh --quick   # the tests but one slow one + a short benchmark
+#   bash benchmarks/device_check.sh           # tests + benchmarks (1000 sequences, 3 rounds)
+#   bash benchmarks/device_check.sh --quick   # the tests + short benchmarks
 #
 # PYTHON (default python3) must be the interpreter that holds a CUDA build of torch. Packages it
 # lacks are installed from the wheels in benchmarks/wheels/ (pure Python, MIT): rna-fm (the
@@ -14,10 +15,9 @@ set -euo pipefail
 
 PY=${PYTHON:-python3}
 QUICK=""
-SKIP=()  # --quick: leave out the one test bound by its CPU reference (1100 official passes)
 for arg in "$@"; do
     case "$arg" in
-        --quick) QUICK="--quick"; SKIP=(-k "not test_likelihood_windows_match_the_reference") ;;
+        --quick) QUICK="--quick" ;;
         -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "device_check.sh: unknown option '$arg' (use --quick or --help)" >&2; exit 2 ;;
     esac
@@ -76,7 +76,7 @@ echo "   ${SECONDS}s"
 # 2. The numerical tests on CUDA (with RNAFM_TEST_DEVICE set, only the tests that take the
 #    device fixture run: parity with the official forward pass, pooling, windows, scoring).
 echo "== tests on CUDA"
-RNAFM_TEST_DEVICE=cuda "$PY" -m pytest -x -q -p no:cacheprovider --durations=5 ${SKIP[@]+"${SKIP[@]}"} \
+RNAFM_TEST_DEVICE=cuda "$PY" -m pytest -x -q -p no:cacheprovider --durations=5 \
     tests/test_encoder.py tests/test_embedder.py tests/test_long_sequences.py tests/test_scoring.py \
     tests/test_kernels_cuda.py tests/test_finetune_training.py
 echo "   ${SECONDS}s"
@@ -84,4 +84,10 @@ echo "   ${SECONDS}s"
 # 3. Throughput and peak GPU memory, official vs ours, interleaved in one process.
 echo "== benchmark"
 "$PY" benchmarks/device_bench.py $QUICK
+echo "   ${SECONDS}s"
+
+# 4. Secondary structure: the official predictor against ours (fp32, bf16) at 100, 300 and
+#    1022 nt, peak GPU memory at 1022 nt (each implementation in a fresh process).
+echo "== structure benchmark"
+"$PY" benchmarks/structure.py --device cuda --rounds "$([[ -n $QUICK ]] && echo 2 || echo 5)"
 echo "== done in ${SECONDS}s"

@@ -19,6 +19,7 @@ for both (the official ``Baseline.forward`` runs its head with autograd on other
     python benchmarks/structure.py --quick   # L = 1022 dominates (~2.5e12 multiply-adds):
                                              # about 5 min on 2 idle cores
     python benchmarks/structure.py --no-long # L = 100 and 300 only (a few minutes)
+    python benchmarks/structure.py --device cuda --rounds 5   # on a GPU (peak = GPU memory)
 """
 
 from __future__ import annotations
@@ -60,24 +61,26 @@ def build(folder: Path):
     return path, official, alpha
 
 
-def official_predictor(official, alpha):
+def official_predictor(official, alpha, device: str = "cpu"):
     """``f(sequence) -> (L, L)`` probabilities of the official predictor."""
+    official = official.to(device)
 
     def run(seq: str) -> torch.Tensor:
+        tokens = official_tokens(alpha, [seq]).to(device)
         with torch.no_grad():
-            return torch.sigmoid(official({"token": official_tokens(alpha, [seq])})["r-ss"][0])
+            return torch.sigmoid(official({"token": tokens})["r-ss"][0])
 
     return run
 
 
-def our_predictor(path: Path, dtype: torch.dtype, alpha):
+def our_predictor(path: Path, dtype: torch.dtype, alpha, device: str = "cpu"):
     """``f(sequence) -> (L, L)`` probabilities of ours (the registry's encoder and head)."""
-    cpu = torch.device("cpu")
-    encoder = _models.get_encoder(path, cpu, dtype)
-    head, _ = _models.get_pair_head(path, cpu, dtype)
+    where = torch.device(device)
+    encoder = _models.get_encoder(path, where, dtype)
+    head, _ = _models.get_pair_head(path, where, dtype)
 
     def run(seq: str) -> torch.Tensor:
-        tokens = official_tokens(alpha, [seq])  # the same ids as our alphabet's
+        tokens = official_tokens(alpha, [seq]).to(where)  # the same ids as our alphabet's
         with torch.no_grad():
             states = encoder(tokens, layers=[-1])[12][:, 1:-1]
             return torch.sigmoid(head(states, torch.tensor([len(seq)])))[0]
@@ -85,22 +88,29 @@ def our_predictor(path: Path, dtype: torch.dtype, alpha):
     return run
 
 
-def predictors(path: Path, official, alpha) -> dict:
+def predictors(path: Path, official, alpha, device: str = "cpu") -> dict:
     """``impl -> f(sequence)`` for the three implementations."""
     return {
-        "official fp32": official_predictor(official, alpha),
-        "ours fp32": our_predictor(path, torch.float32, alpha),
-        "ours bf16": our_predictor(path, torch.bfloat16, alpha),
+        "official fp32": official_predictor(official, alpha, device),
+        "ours fp32": our_predictor(path, torch.float32, alpha, device),
+        "ours bf16": our_predictor(path, torch.bfloat16, alpha, device),
     }
 
 
-def _timed(fn, seq: str) -> float:
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _timed(fn, seq: str, device: str = "cpu") -> float:
+    _sync(device)
     start = time.perf_counter()
     fn(seq)
+    _sync(device)
     return time.perf_counter() - start
 
 
-def inference_throughput(fns: dict, lengths, rounds: int) -> dict:
+def inference_throughput(fns: dict, lengths, rounds: int, device: str = "cpu") -> dict:
     """Sequences/s per implementation and length (median of interleaved rounds)."""
     results = {}
     for n in lengths:
@@ -110,7 +120,7 @@ def inference_throughput(fns: dict, lengths, rounds: int) -> dict:
         times = {impl: [] for impl in fns}
         for _ in range(rounds):
             for impl, fn in fns.items():
-                times[impl].append(_timed(fn, seq))
+                times[impl].append(_timed(fn, seq, device))
         results[n] = {impl: 1.0 / statistics.median(t) for impl, t in times.items()}
         print(
             f"L={n}: " + ", ".join(f"{k} {v:.3f} seq/s" for k, v in results[n].items()), flush=True
@@ -125,21 +135,29 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def _long_child(path: str, impl: str, n: int) -> None:
-    """In a fresh process: one prediction at length ``n``: seconds and peak growth (MB)."""
+def _long_child(path: str, impl: str, n: int, device: str = "cpu") -> None:
+    """In a fresh process: one prediction at length ``n``: seconds and peak growth (MB) of
+    the resident memory (CPU) or of the allocated GPU memory (CUDA)."""
     if impl.startswith("official"):
-        fn = official_predictor(*_load_official(Path(path)))
+        fn = official_predictor(*_load_official(Path(path)), device)
     else:
         from fm import Alphabet
 
         alpha = Alphabet.from_architecture("roberta_large", "rna")
         dtype = torch.bfloat16 if impl.endswith("bf16") else torch.float32
-        fn = our_predictor(Path(path), dtype, alpha)
+        fn = our_predictor(Path(path), dtype, alpha, device)
     fn(random_rna(50, 0))  # warm-up
-    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    before = _status_kb("VmRSS")
-    seconds = _timed(fn, random_rna(n, n))
-    peak = _status_kb("VmHWM") - before
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        seconds = _timed(fn, random_rna(n, n), device)
+        peak = (torch.cuda.max_memory_allocated() - before) / 1024
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+        before = _status_kb("VmRSS")
+        seconds = _timed(fn, random_rna(n, n), device)
+        peak = _status_kb("VmHWM") - before
     print(json.dumps({"impl": impl, "seconds": seconds, "peak_mb": peak / 1024}))
 
 
@@ -161,7 +179,7 @@ def _load_official(path: Path):
     return model.eval(), alpha
 
 
-def inference_long(path: Path, impls=IMPLS, n: int = 1022) -> dict:
+def inference_long(path: Path, impls=IMPLS, n: int = 1022, device: str = "cpu") -> dict:
     """Seconds and peak-memory growth of one prediction at ``n`` nt, each in a fresh process.
 
     The processes run one after the other (on 2 cores, concurrent ones would share them
@@ -170,7 +188,7 @@ def inference_long(path: Path, impls=IMPLS, n: int = 1022) -> dict:
     results = {}
     for impl in impls:
         proc = subprocess.run(
-            [sys.executable, __file__, "--child", str(path), impl, str(n)],
+            [sys.executable, __file__, "--child", str(path), impl, str(n), device],
             stdout=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -216,13 +234,15 @@ def main(argv=None) -> None:
         "--long-impls", default=",".join(IMPLS), help="implementations run at L = 1022"
     )
     parser.add_argument("--checkpoint", help="reuse a structure file written by a previous run")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        _long_child(args.child[0], args.child[1], int(args.child[2]))
+        _long_child(args.child[0], args.child[1], int(args.child[2]), args.child[3])
         return
     rounds = args.rounds or (2 if args.quick else 5)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor()}")
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.device}: {where}")
     if args.checkpoint:
         path = Path(args.checkpoint)
         official, alpha = _load_official(path)
@@ -230,9 +250,11 @@ def main(argv=None) -> None:
         path, official, alpha = build(Path(tempfile.mkdtemp()))
     print(f"structure file: {path}")
     lengths = [int(n) for n in args.lengths.split(",") if n]
-    throughput = inference_throughput(predictors(path, official, alpha), lengths, rounds)
-    del official
-    long = {} if args.no_long else inference_long(path, args.long_impls.split(","))
+    fns = predictors(path, official, alpha, args.device)
+    throughput = inference_throughput(fns, lengths, rounds, args.device)
+    del official, fns
+    impls = args.long_impls.split(",")
+    long = {} if args.no_long else inference_long(path, impls, device=args.device)
     print()
     print(report(throughput, long))
 

@@ -23,7 +23,7 @@ from torch import nn
 from ._encoder import RnaFmEncoder
 from ._inference import Plan, Runner
 from ._schedule import epoch_rng, warmup_linear_decay
-from ._training import TrainResult, _autocast
+from ._training import TrainResult, _autocast, check_finite, optimizer_step
 from ._windows import pack_batches, stitch
 
 __all__ = [
@@ -210,13 +210,14 @@ def train_pair_head(
             )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            step_loss = loss.item()
+            optimizer_step(scaler, optimizer, step_loss, epoch, options)
             scheduler.step()
-            loss_sum += loss.item() * float(weight)
+            loss_sum += step_loss * float(weight)
             weight_sum += float(weight)
             if options.progress is not None:
                 options.progress(1)
+        check_finite(head, encoder_params, epoch, options)
         result.loss_curve.append(loss_sum / max(weight_sum, 1e-12))
         result.n_iter = epoch + 1
         line = f"epoch {epoch + 1}/{options.max_epochs}: loss {result.loss_curve[-1]:.5f}"

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,9 @@ __all__ = [
     "TrainOptions",
     "TrainResult",
     "accuracy",
+    "check_finite",
     "classification_loss",
+    "optimizer_step",
     "pooled_features",
     "r2",
     "regression_loss",
@@ -224,19 +227,7 @@ def train(
             step_loss, step_weight = _accumulate(
                 head, encoder, runner, plan, data, batch, loss, scaler, options, device
             )
-            # under float16 a non-finite loss is an overflow the scaler skips (weights checked
-            # after the epoch); otherwise it is divergence, and the step would spread NaN
-            if not scaler.is_enabled() and not math.isfinite(step_loss):
-                raise DivergedError(_diverged(f"the loss is {step_loss}", epoch, options))
-            try:
-                scaler.step(optimizer)
-            except RuntimeError as exc:  # a rate past float32's range (e.g. 1e38) in AdamW
-                if "overflow" not in str(exc):
-                    raise
-                raise DivergedError(
-                    _diverged(f"the update overflowed ({exc})", epoch, options)
-                ) from None
-            scaler.update()
+            optimizer_step(scaler, optimizer, step_loss, epoch, options)
             if scaler.is_enabled():  # a skipped first step (inf gradients) is not a misuse
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", "Detected call of `lr_scheduler", UserWarning)
@@ -247,9 +238,7 @@ def train(
             total_weight += step_weight
             if options.progress is not None:
                 options.progress(1)
-        bad = _non_finite(head, encoder_params)
-        if bad is not None:
-            raise DivergedError(_diverged(f"{bad} holds NaN or inf", epoch, options))
+        check_finite(head, encoder_params, epoch, options)
         result.loss_curve.append(total_loss / max(total_weight, 1e-12))
         result.n_iter = epoch + 1
         line = f"epoch {epoch + 1}/{options.max_epochs}: loss {result.loss_curve[-1]:.5f}"
@@ -279,7 +268,14 @@ class DivergedError(ValueError):
     """Training produced a non-finite loss or weights: the learning rate is too large."""
 
 
-def _diverged(what: str, epoch: int, options: TrainOptions) -> str:
+class _Rates(Protocol):
+    """What the divergence checks read of a loop's options (fine-tuning or structure)."""
+
+    learning_rate: float
+    head_learning_rate: float
+
+
+def _diverged(what: str, epoch: int, options: _Rates) -> str:
     rates = f"learning_rate={options.learning_rate:g}"
     if options.head_learning_rate != options.learning_rate:
         rates += f", head_learning_rate={options.head_learning_rate:g}"
@@ -289,7 +285,41 @@ def _diverged(what: str, epoch: int, options: TrainOptions) -> str:
     )
 
 
-def _non_finite(head: Head, encoder_params: dict[str, nn.Parameter]) -> str | None:
+def optimizer_step(
+    scaler: torch.amp.GradScaler,
+    optimizer: torch.optim.Optimizer,
+    step_loss: float,
+    epoch: int,
+    options: _Rates,
+) -> None:
+    """One optimizer step (through the float16 loss scaler), or :class:`DivergedError`.
+
+    Under float16 a non-finite loss is an overflow the scaler skips (the weights are checked
+    after the epoch); otherwise it is divergence, and the step would spread NaN. A rate past
+    float32's range (e.g. 1e38) overflows inside AdamW's update: divergence too. Shared by
+    the fine-tuning loop and the structure head's.
+    """
+    if not scaler.is_enabled() and not math.isfinite(step_loss):
+        raise DivergedError(_diverged(f"the loss is {step_loss}", epoch, options))
+    try:
+        scaler.step(optimizer)
+    except RuntimeError as exc:
+        if "overflow" not in str(exc):
+            raise
+        raise DivergedError(_diverged(f"the update overflowed ({exc})", epoch, options)) from None
+    scaler.update()
+
+
+def check_finite(
+    head: nn.Module, encoder_params: dict[str, nn.Parameter], epoch: int, options: _Rates
+) -> None:
+    """:class:`DivergedError` when a trained tensor holds NaN or inf after ``epoch``."""
+    bad = _non_finite(head, encoder_params)
+    if bad is not None:
+        raise DivergedError(_diverged(f"{bad} holds NaN or inf", epoch, options))
+
+
+def _non_finite(head: nn.Module, encoder_params: dict[str, nn.Parameter]) -> str | None:
     """The name of the first trained tensor holding NaN or inf, or None."""
     tensors = [(f"head.{k}", p) for k, p in head.named_parameters()]
     tensors += [(k, p) for k, p in encoder_params.items()]

@@ -7,6 +7,7 @@ tiny backbone with synthetic hairpins and compares it with a composition-only ba
 
 from __future__ import annotations
 
+import copy
 import pickle
 import re
 
@@ -170,6 +171,26 @@ def test_fit_learns_pairs_beyond_composition():
     # measured (this seed, CPU): ours 0.31, composition-only 0.08 at its best threshold
     assert baseline < 0.15
     assert ours > baseline + 0.18 and ours > 3 * baseline, (ours, baseline)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"learning_rate": 1e10}, {"learning_rate": 1e38}],
+    ids=["nan", "overflow"],
+)
+def test_diverging_fit_raises_naming_learning_rate_and_keeps_the_estimator(fitted, params):
+    """The pair-head loop checks divergence as the fine-tuning loop does: it returned NaN
+    maps (and empty structures) before; a fitted estimator stays as it was."""
+    est, X, y = fitted
+    est = copy.deepcopy(est)
+    before = {k: v for k, v in vars(est).items() if k.endswith("_") or k == "_fitted"}
+    proba = est.predict_proba(X[:3])
+    est.set_params(max_epochs=3, **params)
+    with pytest.raises(ValueError, match=r"diverged .*learning_rate=1e\+(10|38)"):
+        est.fit(X, y)
+    assert all(vars(est)[k] is v for k, v in before.items())
+    for a, b in zip(est.predict_proba(X[:3]), proba, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_validation_calibrates_threshold_and_keeps_best_epoch():

@@ -181,12 +181,7 @@ class PairHead(nn.Module):
             mask = mask[:, None]  # (B, 1, L, L), broadcasts over the channels
         counts = (lengths * lengths).sum().item()
 
-        # Pairwise concatenation + 1x1 conv = row term + column term (never (B, 2P, L, L)).
-        e = self.proj(states)  # (B, L, P)
-        w = self.pair.weight[:, :, 0, 0]  # (C, 2P)
-        row = e @ w[:, : self.proj_dim].T  # (B, L, C): e_i's share, pixel (i, .)
-        col = torch.addmm(self.pair.bias, e.reshape(B * L, -1), w[:, self.proj_dim :].T)
-        col = col.view(B, L, -1)  # (B, L, C): e_j's share, pixel (., j)
+        row, col = self._pair_terms(states)
         x = row[:, :, None, :] + col[:, None, :, :]  # (B, L, L, C) contiguous = channels-last
         x = x.permute(0, 3, 1, 2)  # (B, C, L, L) logical view, channels-last strides
 
@@ -209,6 +204,20 @@ class PairHead(nn.Module):
         if mask is not None:
             logits = logits * mask[:, 0]
         return logits.float()
+
+    def _pair_terms(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pairwise concatenation + 1x1 convolution as a row term and a column term.
+
+        Pixel ``(i, j)`` of the first pair map is ``row[:, i] + col[:, j]`` (both
+        ``(B, L, C)``): ``W[:, :P] e_i`` and ``W[:, P:] e_j + b``, so the ``(B, 2P, L, L)``
+        concatenation is never built.
+        """
+        B, L, _ = states.shape
+        e = self.proj(states)  # (B, L, P)
+        w = self.pair.weight[:, :, 0, 0]  # (C, 2P)
+        row = e @ w[:, : self.proj_dim].T
+        col = torch.addmm(self.pair.bias, e.reshape(B * L, -1), w[:, self.proj_dim :].T)
+        return row, col.view(B, L, -1)
 
     # ------------------------------------------------------- inference on the needed band
 
@@ -259,12 +268,9 @@ class PairHead(nn.Module):
             valid = (index >= 0) & (index < lengths[:, None])  # (B, Lp)
             mask = (valid[:, :, None] & valid[:, None, :]).to(states.device, dtype)[..., None]
 
-        e = self.proj(states)  # (B, L, proj)
-        w = self.pair.weight[:, :, 0, 0]
-        row = e @ w[:, : self.proj_dim].T
-        col = torch.addmm(self.pair.bias, e.reshape(B * L, -1), w[:, self.proj_dim :].T)
+        row, col = self._pair_terms(states)
         x = states.new_zeros((B, Lp, Lp, self.channels))  # channels last, zero frame
-        torch.add(row[:, :, None, :], col.view(B, 1, L, -1), out=x[:, inner, inner])
+        torch.add(row[:, :, None, :], col[:, None, :, :], out=x[:, inner, inner])
         h2 = torch.zeros_like(x)  # relu(conv1(.)) of the current block, zero frame
 
         strips = [(a, min(a + _BAND_STRIP, L)) for a in range(0, L, _BAND_STRIP)]

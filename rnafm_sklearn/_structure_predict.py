@@ -131,13 +131,7 @@ def predict(self: RnaFmStructurePredictor, X: Any) -> np.ndarray:
     >>> len(s), set(s) <= set("().")
     (9, True)
     """
-    config, device, stride = self._settings()
-    tokens, index = self._tokens(X, config)
-    pairs = predicted_pairs(self, tokens, device, stride, index)
-    return np.asarray(
-        [pairs_to_dot_bracket(p, len(t)) for p, t in zip(pairs, tokens, strict=True)],
-        dtype=object,
-    )
+    return structures_and_maps(self, X)[0]
 
 
 def predict_pairs(self: RnaFmStructurePredictor, X: Any) -> list[np.ndarray]:
@@ -235,7 +229,8 @@ def score(self: RnaFmStructurePredictor, X: Any, y: Any, sample_weight: Any = No
 def structures_and_maps(
     est: RnaFmStructurePredictor, X: Any
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """``predict(X)`` and ``predict_proba(X)`` from one pass of the model (the command line)."""
+    """``predict(X)`` and ``predict_proba(X)`` from one pass of the model (``predict`` keeps
+    the first; the command line writes both)."""
     config, device, stride = est._settings()
     tokens, index = est._tokens(X, config)
     probs, threshold = _maps(est, tokens, device, stride, index)
